@@ -1,0 +1,88 @@
+/* internal.h: the context and the helpers the frontend's files share.
+ * Not part of the public API. */
+#ifndef DBR_FRONTEND_INTERNAL_H
+#define DBR_FRONTEND_INTERNAL_H
+
+#include "dbr.h"
+#include "ir/ir.h"
+
+#include <stdarg.h>
+
+#define DBR_ERR_MAX 1024
+
+/* One entry of the eager tape: a node that ran and may need a gradient. */
+typedef struct dbr_tape_entry {
+    dbr_node node;
+    dbr_tensor *in[DBR_MAX_SRC];
+    dbr_tensor *out;
+    bool needs[DBR_MAX_SRC];   /* input i requires grad */
+    bool retained[DBR_MAX_SRC + 1]; /* refs this entry holds (last: out) */
+} dbr_tape_entry;
+
+typedef struct dbr_optim_state dbr_optim_state;
+
+struct dbr_ctx {
+    dbr_config cfg;
+    bool training;
+    char err[DBR_ERR_MAX];
+    bool has_err;
+
+    /* parameters and buffers, in creation order */
+    dbr_tensor *params, *params_tail;
+    int64_t n_params;
+
+    /* the current step */
+    int64_t step;
+    bool in_step;
+    dbr_tensor *step_tensors;  /* every step-scoped tensor (structs) */
+    int64_t rand_calls;        /* random ops drawn in this step */
+    bool grad_enabled;         /* false while backward runs rules */
+
+    dbr_tape_entry *tape;
+    int32_t tape_len, tape_cap;
+
+    /* memory accounting, in bytes */
+    int64_t live_bytes, peak_bytes;
+
+    bool have_optim;
+    dbr_optim optim;
+    dbr_optim_state *ostate;   /* per parameter, in creation order */
+    int64_t ostate_len;
+    int64_t optim_steps;
+};
+
+/* Record the first user error: "file:line: api: message". */
+void dbr_set_error(dbr_ctx *ctx, const char *file, int line, const char *api,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Counted memory: 64-byte aligned, reused through a size-keyed cache. */
+void *dbr_mem_alloc(dbr_ctx *ctx, int64_t bytes);
+void dbr_mem_free(dbr_ctx *ctx, void *p, int64_t bytes);
+void dbr_mem_trim(void);  /* return cached blocks to the system */
+
+/* A new tensor struct of the given type. Step-scoped kinds go on the step
+ * list; data is allocated (counted) unless alloc is false. */
+dbr_tensor *dbr_tensor_new(dbr_ctx *ctx, dbr_kind kind, int32_t dtype, int ndim,
+                           const int64_t *shape, bool alloc);
+/* Free a tensor's data (if owned) now; the struct lives to step end. */
+void dbr_tensor_release_data(dbr_ctx *ctx, dbr_tensor *t);
+/* Drop one reference; releases the data at zero (intermediates only). */
+void dbr_tensor_unref(dbr_ctx *ctx, dbr_tensor *t);
+void dbr_tinfo_of(const dbr_tensor *t, dbr_tinfo *ti);
+
+/* Create a persistent parameter (or buffer) struct with zeroed data. */
+dbr_tensor *dbr_param_create(dbr_ctx *ctx, const char *name, dbr_kind kind, int32_t dtype,
+                             int ndim, const int64_t *shape);
+
+/* Apply one op: infer, allocate, run (eager), tape when a grad is needed.
+ * n->op, n->a, n->api/file/line are set by the caller; inputs come from in.
+ * Returns NULL (with the error recorded) on a user error or a NULL input. */
+dbr_tensor *dbr_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[]);
+
+/* Normalize an axis against ndim (Python style); -1 if out of range. */
+int dbr_norm_axis(int axis, int ndim);
+
+/* Optimizer state teardown (ctx free). */
+void dbr_optim_free_state(dbr_ctx *ctx);
+
+#endif

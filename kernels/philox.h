@@ -1,0 +1,57 @@
+/* philox.h: the counter-based generator every random op draws from
+ * (Philox4x32-10, Salmon et al. 2011). Header-only and free of libc so the
+ * CUDA kernels can include it and draw the very same bits. */
+#ifndef DBR_PHILOX_H
+#define DBR_PHILOX_H
+
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define DBR_HD __host__ __device__ static inline
+#else
+#define DBR_HD static inline
+#endif
+
+DBR_HD uint32_t dbr_mulhilo32(uint32_t a, uint32_t b, uint32_t *hi) {
+    uint64_t p = (uint64_t)a * b;
+    *hi = (uint32_t)(p >> 32);
+    return (uint32_t)p;
+}
+
+/* Four 32-bit words for counter `ctr` under `key`. */
+DBR_HD void dbr_philox4x32(uint64_t key, uint64_t ctr, uint32_t out[4]) {
+    uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    for (int r = 0; r < 10; r++) {
+        uint32_t hi0, hi1;
+        uint32_t lo0 = dbr_mulhilo32(0xD2511F53u, c0, &hi0);
+        uint32_t lo1 = dbr_mulhilo32(0xCD9E8D57u, c2, &hi1);
+        c0 = hi1 ^ c1 ^ k0;
+        c1 = lo1;
+        c2 = hi0 ^ c3 ^ k1;
+        c3 = lo0;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+/* Mix a seed with two integers into a key (splitmix64 finalizer). */
+DBR_HD uint64_t dbr_rng_key(uint64_t seed, uint64_t a, uint64_t b) {
+    uint64_t z = seed ^ (a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The i-th 32-bit word of the stream under key. */
+DBR_HD uint32_t dbr_rng_u32(uint64_t key, uint64_t i) {
+    uint32_t w[4];
+    dbr_philox4x32(key, i >> 2, w);
+    return w[i & 3];
+}
+
+/* Uniform in [0, 1) from 24 bits: exact in float and double. */
+DBR_HD double dbr_rng_u01(uint32_t bits) { return (double)(bits >> 8) * (1.0 / 16777216.0); }
+
+#endif
