@@ -57,6 +57,7 @@ typedef struct dbr_tensor {
     /* library internal */
     bool owns_data;            /* false for inputs bound to user memory */
     bool kept;                 /* dbr_keep: survives dbr_backward */
+    bool pending;              /* created by dbr_load, not yet claimed */
     int32_t refs;              /* reasons the data must stay alive */
     int32_t tape_id;           /* producing tape entry, -1 if none */
     int64_t nbytes;
