@@ -26,6 +26,7 @@ struct dbr_ctx {
     bool training;
     char err[DBR_ERR_MAX];
     bool has_err;
+    bool bad_config;           /* set by dbr_ctx_new: every op fails */
 
     /* parameters and buffers, in creation order */
     dbr_tensor *params, *params_tail;
@@ -81,6 +82,13 @@ dbr_tensor *dbr_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[
 
 /* Normalize an axis against ndim (Python style); -1 if out of range. */
 int dbr_norm_axis(int axis, int ndim);
+
+/* Drop the tape and the references it holds (step end). */
+void dbr_tape_clear(dbr_ctx *ctx);
+
+/* Release t's data now if nothing can read it again: an intermediate that
+ * no tape entry retains and the user did not keep. */
+void dbr_drop(dbr_ctx *ctx, dbr_tensor *t);
 
 /* Optimizer state teardown (ctx free). */
 void dbr_optim_free_state(dbr_ctx *ctx);

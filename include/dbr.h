@@ -94,7 +94,8 @@ int64_t dbr_peak_bytes(const dbr_ctx *ctx);
 void dbr_reset_peak(dbr_ctx *ctx);
 
 /* ---- shapes ----------------------------------------------------------- */
-/* DBR_SHAPE(2, 3) expands to `2, (const int64_t[]){2, 3}`: ndim, dims. */
+/* DBR_SHAPE(2, 3) expands to `2, (const int64_t[]){2, 3}`: ndim, dims. The
+ * macros that take a shape are variadic so DBR_SHAPE can fill two slots. */
 #define DBR_NARGS_(...) ((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 #define DBR_SHAPE(...) DBR_NARGS_(__VA_ARGS__), (const int64_t[]){__VA_ARGS__}
 #define DBR_AXES(...) DBR_NARGS_(__VA_ARGS__), (const int[]){__VA_ARGS__}
@@ -116,8 +117,7 @@ typedef enum dbr_init {
  * [out, in, k...] as in PyTorch. */
 dbr_tensor *dbr_param_(dbr_ctx *ctx, const char *name, dbr_dtype dt, int ndim,
                        const int64_t *shape, dbr_init init, const char *file, int line);
-#define dbr_param(ctx, name, dt, ndim, shape, init) \
-    dbr_param_(ctx, name, dt, ndim, shape, init, __FILE__, __LINE__)
+#define dbr_param(ctx, name, dt, ...) dbr_param_(ctx, name, dt, __VA_ARGS__, __FILE__, __LINE__)
 /* A bias of `n` elements initialized U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
 dbr_tensor *dbr_param_bias_(dbr_ctx *ctx, const char *name, dbr_dtype dt, int64_t n,
                             int64_t fan_in, const char *file, int line);
@@ -126,8 +126,7 @@ dbr_tensor *dbr_param_bias_(dbr_ctx *ctx, const char *name, dbr_dtype dt, int64_
 /* A persistent, non-trainable tensor (running statistics). */
 dbr_tensor *dbr_buffer_(dbr_ctx *ctx, const char *name, dbr_dtype dt, int ndim,
                         const int64_t *shape, double fill, const char *file, int line);
-#define dbr_buffer(ctx, name, dt, ndim, shape, fill) \
-    dbr_buffer_(ctx, name, dt, ndim, shape, fill, __FILE__, __LINE__)
+#define dbr_buffer(ctx, name, dt, ...) dbr_buffer_(ctx, name, dt, __VA_ARGS__, __FILE__, __LINE__)
 
 /* Iterate parameters and buffers in creation order: start with NULL. */
 dbr_tensor *dbr_params_next(dbr_ctx *ctx, dbr_tensor *prev);
@@ -137,13 +136,12 @@ dbr_tensor *dbr_param_find(dbr_ctx *ctx, const char *name);
  * step); copy=true copies it. */
 dbr_tensor *dbr_input_(dbr_ctx *ctx, dbr_dtype dt, int ndim, const int64_t *shape,
                        const void *data, bool copy, const char *file, int line);
-#define dbr_input(ctx, dt, ndim, shape, data, copy) \
-    dbr_input_(ctx, dt, ndim, shape, data, copy, __FILE__, __LINE__)
+#define dbr_input(ctx, dt, ...) dbr_input_(ctx, dt, __VA_ARGS__, __FILE__, __LINE__)
 dbr_tensor *dbr_scalar_(dbr_ctx *ctx, double v, dbr_dtype dt, const char *file, int line);
 #define dbr_scalar(ctx, v, dt) dbr_scalar_(ctx, v, dt, __FILE__, __LINE__)
 dbr_tensor *dbr_full_(dbr_ctx *ctx, dbr_dtype dt, int ndim, const int64_t *shape, double v,
                       const char *file, int line);
-#define dbr_full(ctx, dt, ndim, shape, v) dbr_full_(ctx, dt, ndim, shape, v, __FILE__, __LINE__)
+#define dbr_full(ctx, dt, ...) dbr_full_(ctx, dt, __VA_ARGS__, __FILE__, __LINE__)
 
 /* Reading a value. In compiled mode (next milestone) this cuts the graph. */
 double dbr_item_(dbr_ctx *ctx, dbr_tensor *t, const char *file, int line);
@@ -200,9 +198,9 @@ dbr_tensor *dbr_mean_(dbr_ctx *ctx, dbr_tensor *x, int naxes, const int *axes, b
                       const char *file, int line);
 dbr_tensor *dbr_max_(dbr_ctx *ctx, dbr_tensor *x, int naxes, const int *axes, bool keepdims,
                      const char *file, int line);
-#define dbr_sum(ctx, x, naxes, axes, keep) dbr_sum_(ctx, x, naxes, axes, keep, __FILE__, __LINE__)
-#define dbr_mean(ctx, x, naxes, axes, keep) dbr_mean_(ctx, x, naxes, axes, keep, __FILE__, __LINE__)
-#define dbr_max(ctx, x, naxes, axes, keep) dbr_max_(ctx, x, naxes, axes, keep, __FILE__, __LINE__)
+#define dbr_sum(ctx, x, ...) dbr_sum_(ctx, x, __VA_ARGS__, __FILE__, __LINE__)
+#define dbr_mean(ctx, x, ...) dbr_mean_(ctx, x, __VA_ARGS__, __FILE__, __LINE__)
+#define dbr_max(ctx, x, ...) dbr_max_(ctx, x, __VA_ARGS__, __FILE__, __LINE__)
 
 /* a @ b over the last two dims, leading dims broadcast; trans_* transposes
  * the last two dims of that operand first. */
@@ -268,10 +266,10 @@ dbr_tensor *dbr_embedding_(dbr_ctx *ctx, dbr_tensor *weight, dbr_tensor *idx,
 /* One dim may be -1 (inferred). */
 dbr_tensor *dbr_reshape_(dbr_ctx *ctx, dbr_tensor *x, int ndim, const int64_t *shape,
                          const char *file, int line);
-#define dbr_reshape(ctx, x, ndim, shape) dbr_reshape_(ctx, x, ndim, shape, __FILE__, __LINE__)
+#define dbr_reshape(ctx, x, ...) dbr_reshape_(ctx, x, __VA_ARGS__, __FILE__, __LINE__)
 dbr_tensor *dbr_permute_(dbr_ctx *ctx, dbr_tensor *x, int ndim, const int *perm,
                          const char *file, int line);
-#define dbr_permute(ctx, x, ndim, perm) dbr_permute_(ctx, x, ndim, perm, __FILE__, __LINE__)
+#define dbr_permute(ctx, x, ...) dbr_permute_(ctx, x, __VA_ARGS__, __FILE__, __LINE__)
 dbr_tensor *dbr_transpose_(dbr_ctx *ctx, dbr_tensor *x, int axis0, int axis1,
                            const char *file, int line);
 #define dbr_transpose(ctx, x, a0, a1) dbr_transpose_(ctx, x, a0, a1, __FILE__, __LINE__)
@@ -287,8 +285,7 @@ dbr_tensor *dbr_concat_(dbr_ctx *ctx, int n, dbr_tensor *const *xs, int axis,
 #define dbr_concat(ctx, n, xs, axis) dbr_concat_(ctx, n, xs, axis, __FILE__, __LINE__)
 dbr_tensor *dbr_broadcast_to_(dbr_ctx *ctx, dbr_tensor *x, int ndim, const int64_t *shape,
                               const char *file, int line);
-#define dbr_broadcast_to(ctx, x, ndim, shape) \
-    dbr_broadcast_to_(ctx, x, ndim, shape, __FILE__, __LINE__)
+#define dbr_broadcast_to(ctx, x, ...) dbr_broadcast_to_(ctx, x, __VA_ARGS__, __FILE__, __LINE__)
 /* Inverted dropout; identity outside training mode. The mask is drawn from a
  * counter-based generator keyed by (seed, step, call index in the step). */
 dbr_tensor *dbr_dropout_(dbr_ctx *ctx, dbr_tensor *x, double p, const char *file, int line);

@@ -1,0 +1,356 @@
+/* dbr.c: the dbr command. `dbr train` trains a zoo model on Fashion-MNIST
+ * with a progress bar (or plain lines, or one JSON object). Bad flags exit
+ * 2; errors at run time (missing data, a failing op) exit 1. */
+#include "dbr.h"
+#include "models.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DBR_VERSION "0.1.0"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage_main(FILE *f) {
+    fprintf(f,
+            "usage: dbr <command> [flags]\n"
+            "\n"
+            "dbr is a define-by-run graph compiler for training neural networks in C.\n"
+            "\n"
+            "commands:\n"
+            "  train     train a model from the zoo on Fashion-MNIST\n"
+            "  help      this text; `dbr <command> --help` explains a command\n"
+            "  version   print the version\n");
+}
+
+static void usage_train(FILE *f) {
+    fprintf(f,
+            "usage: dbr train [flags]\n"
+            "\n"
+            "Trains a zoo model on Fashion-MNIST (eager mode, CPU), then reports test accuracy,\n"
+            "wall time and peak memory.\n"
+            "\n"
+            "  --model NAME       model to train: %s (default mlp)\n"
+            "  --epochs N         passes over the training set (default 1)\n"
+            "  --batch B          mini-batch size (default 64)\n"
+            "  --lr X             learning rate (default 0.05 for sgd/momentum, 0.001 for adam/adamw)\n"
+            "  --optimizer NAME   sgd | momentum | adam | adamw (default momentum, 0.9)\n"
+            "  --weight-decay X   L2 weight decay (decoupled for adamw; default 0)\n"
+            "  --seed S           seed for initialization and shuffling (default 0)\n"
+            "  --steps K          stop after K training steps in total (default: all epochs)\n"
+            "  --threads T        BLAS threads (default: the library's choice)\n"
+            "  --data DIR         folder with the Fashion-MNIST .gz files\n"
+            "                     (default $DBR_FASHION_MNIST or %s)\n"
+            "  --save PATH        save the trained parameters as .npz\n"
+            "  --json             print one JSON object instead of progress and summary\n"
+            "  -h, --help         this text\n",
+            dbr_model_names(), dbr_fashion_mnist_dir());
+}
+
+typedef struct train_args {
+    const char *model, *optimizer, *data, *save;
+    int64_t epochs, batch, steps;
+    double lr, wd;
+    uint64_t seed;
+    int threads;
+    bool json;
+} train_args;
+
+static int bad_flag(const char *fmt, const char *a, const char *b) {
+    fprintf(stderr, "dbr train: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, "\n(see `dbr train --help`)\n");
+    return 2;
+}
+
+static int parse_int(const char *flag, const char *v, int64_t min, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || *end || end == v || x < min) {
+        char lim[32];
+        snprintf(lim, sizeof lim, "%lld", (long long)min);
+        fprintf(stderr, "dbr train: %s expects an integer >= %s, got '%s'\n", flag, lim, v);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_train(int argc, char **argv, train_args *a) {
+    *a = (train_args){.model = "mlp", .optimizer = "momentum", .epochs = 1, .batch = 64,
+                      .steps = 0, .lr = 0, .seed = 0};
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
+            usage_train(stdout);
+            return 1;
+        }
+        if (!strcmp(f, "--json")) {
+            a->json = true;
+            continue;
+        }
+        if (strncmp(f, "--", 2) != 0) return bad_flag("unexpected argument '%s'%s", f, "");
+        if (i + 1 >= argc) return bad_flag("flag %s needs a value%s", f, "");
+        const char *v = argv[++i];
+        int64_t n;
+        if (!strcmp(f, "--model")) {
+            if (!dbr_model_find(v)) return bad_flag("unknown model '%s' (known: %s)", v, dbr_model_names());
+            a->model = v;
+        } else if (!strcmp(f, "--optimizer")) {
+            if (strcmp(v, "sgd") && strcmp(v, "momentum") && strcmp(v, "adam") && strcmp(v, "adamw"))
+                return bad_flag("unknown optimizer '%s' (known: %s)", v, "sgd, momentum, adam, adamw");
+            a->optimizer = v;
+        } else if (!strcmp(f, "--epochs")) {
+            if (parse_int(f, v, 1, &n)) return 2;
+            a->epochs = n;
+        } else if (!strcmp(f, "--batch")) {
+            if (parse_int(f, v, 1, &n)) return 2;
+            a->batch = n;
+        } else if (!strcmp(f, "--steps")) {
+            if (parse_int(f, v, 1, &n)) return 2;
+            a->steps = n;
+        } else if (!strcmp(f, "--seed")) {
+            if (parse_int(f, v, 0, &n)) return 2;
+            a->seed = (uint64_t)n;
+        } else if (!strcmp(f, "--threads")) {
+            if (parse_int(f, v, 0, &n)) return 2;
+            a->threads = (int)n;
+        } else if (!strcmp(f, "--lr") || !strcmp(f, "--weight-decay")) {
+            char *end;
+            double x = strtod(v, &end);
+            bool lr = !strcmp(f, "--lr");
+            if (*end || end == v || !isfinite(x) || (lr ? x <= 0 : x < 0))
+                return bad_flag(lr ? "--lr expects a number > 0, got '%s'%s"
+                                   : "--weight-decay expects a number >= 0, got '%s'%s",
+                                v, "");
+            if (lr)
+                a->lr = x;
+            else
+                a->wd = x;
+        } else if (!strcmp(f, "--data")) {
+            a->data = v;
+        } else if (!strcmp(f, "--save")) {
+            a->save = v;
+        } else {
+            return bad_flag("unknown flag '%s'%s", f, "");
+        }
+    }
+    if (a->lr == 0) a->lr = strncmp(a->optimizer, "adam", 4) == 0 ? 1e-3 : 0.05;
+    return 0;
+}
+
+static void human_bytes(int64_t b, char *buf, size_t n) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB"};
+    double x = (double)b;
+    int k = 0;
+    while (x >= 1024 && k < 3) x /= 1024, k++;
+    snprintf(buf, n, "%.1f %s", x, u[k]);
+}
+
+static void progress(bool tty, int64_t epoch, int64_t epochs, int64_t done, int64_t total,
+                     double loss, double acc, double rate, double eta) {
+    if (tty) {
+        int width = 24, fill = total ? (int)(width * done / total) : width;
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+        bar[width] = 0;
+        fprintf(stderr, "\repoch %lld/%lld [%s] %lld/%lld loss %.4f acc %.3f %.0f samples/s ETA %.0fs ",
+                (long long)epoch, (long long)epochs, bar, (long long)done, (long long)total, loss,
+                acc, rate, eta);
+        fflush(stderr);
+    } else {
+        fprintf(stderr, "epoch %lld/%lld step %lld/%lld loss %.4f acc %.3f %.0f samples/s\n",
+                (long long)epoch, (long long)epochs, (long long)done, (long long)total, loss, acc,
+                rate);
+    }
+}
+
+/* Argmax per row of logits [n, 10]; returns the number of correct rows. */
+static int64_t count_correct(const float *z, const int32_t *y, int64_t n, int64_t c) {
+    int64_t ok = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t best = 0;
+        for (int64_t j = 1; j < c; j++)
+            if (z[i * c + j] > z[i * c + best]) best = j;
+        ok += best == y[i];
+    }
+    return ok;
+}
+
+static int fail(dbr_ctx *ctx) {
+    fprintf(stderr, "dbr: %s\n", dbr_error(ctx) ? dbr_error(ctx) : "unknown error");
+    return 1;
+}
+
+static double evaluate(dbr_ctx *ctx, dbr_model_fn fn, const dbr_dataset *ds, int *rc) {
+    int64_t bs = 1000, d = ds->rows * ds->cols, ok = 0;
+    float *z = malloc((size_t)bs * 10 * sizeof *z);
+    dbr_set_training(ctx, false);
+    for (int64_t s = 0; s < ds->n && *rc == 0; s += bs) {
+        int64_t b = ds->n - s < bs ? ds->n - s : bs;
+        dbr_step_begin(ctx);
+        dbr_tensor *x = dbr_input(ctx, DBR_F32, DBR_SHAPE(b, d), ds->images + s * d, false);
+        dbr_tensor *logits = fn(ctx, x);
+        if (!z || dbr_copy_out(ctx, logits, z, (size_t)b * 10 * sizeof *z)) *rc = 1;
+        else ok += count_correct(z, ds->labels + s, b, 10);
+        dbr_step_end(ctx);
+    }
+    dbr_set_training(ctx, true);
+    free(z);
+    return ds->n ? (double)ok / (double)ds->n : 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    train_args a;
+    int prc = parse_train(argc, argv, &a);
+    if (prc == 1) return 0; /* --help */
+    if (prc) return prc;
+    if (a.data) setenv("DBR_FASHION_MNIST", a.data, 1);
+
+    dbr_config cfg = dbr_config_default();
+    cfg.seed = a.seed;
+    cfg.threads = a.threads;
+    dbr_ctx *ctx = dbr_ctx_new(&cfg);
+    if (!ctx) {
+        fprintf(stderr, "dbr: out of memory\n");
+        return 1;
+    }
+    if (dbr_error(ctx)) {
+        int r = fail(ctx);
+        dbr_ctx_free(ctx);
+        return r;
+    }
+    dbr_dataset train = {0}, test = {0};
+    dbr_loader *ld = NULL;
+    float *xb = NULL, *z = NULL;
+    int32_t *yb = NULL;
+    int rc = 0;
+    if (dbr_fashion_mnist(ctx, true, &train) || dbr_fashion_mnist(ctx, false, &test)) {
+        rc = fail(ctx);
+        goto out;
+    }
+    const dbr_model_info *m = dbr_model_find(a.model);
+    dbr_optim opt = {.lr = a.lr, .weight_decay = a.wd};
+    opt.kind = !strcmp(a.optimizer, "sgd") ? DBR_SGD
+               : !strcmp(a.optimizer, "momentum") ? DBR_MOMENTUM
+               : !strcmp(a.optimizer, "adam") ? DBR_ADAM : DBR_ADAMW;
+    if (dbr_optim_set(ctx, &opt)) {
+        rc = fail(ctx);
+        goto out;
+    }
+    int64_t d = train.rows * train.cols;
+    ld = dbr_loader_new(&train, a.batch, true, false, a.seed);
+    xb = malloc((size_t)(a.batch * d) * sizeof *xb);
+    yb = malloc((size_t)a.batch * sizeof *yb);
+    z = malloc((size_t)a.batch * 10 * sizeof *z);
+    if (!ld || !xb || !yb || !z) {
+        fprintf(stderr, "dbr: out of memory\n");
+        rc = 1;
+        goto out;
+    }
+    bool tty = !a.json && isatty(STDERR_FILENO);
+    int64_t nb = dbr_loader_batches(ld), steps = 0, epochs_run = 0;
+    double t0 = now_s(), final_loss = NAN;
+    for (int64_t ep = 0; ep < a.epochs && rc == 0; ep++) {
+        dbr_loader_epoch(ld, ep);
+        double ep_t0 = now_s(), loss_sum = 0, last_print = 0;
+        int64_t seen = 0, ok = 0, bi = 0, b;
+        epochs_run++;
+        while ((b = dbr_loader_next(ld, xb, yb)) > 0) {
+            dbr_step_begin(ctx);
+            dbr_tensor *x = dbr_input(ctx, DBR_F32, DBR_SHAPE(b, d), xb, false);
+            dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(b), yb, false);
+            dbr_tensor *logits = m->fn(ctx, x);
+            dbr_tensor *loss = dbr_cross_entropy(ctx, logits, y);
+            if (dbr_copy_out(ctx, logits, z, (size_t)b * 10 * sizeof *z) ||
+                dbr_backward(ctx, loss) || dbr_optim_step(ctx)) {
+                rc = fail(ctx);
+                dbr_step_end(ctx);
+                break;
+            }
+            double l = dbr_item(ctx, loss);
+            dbr_step_end(ctx);
+            final_loss = l;
+            loss_sum += l * (double)b;
+            ok += count_correct(z, yb, b, 10);
+            seen += b;
+            bi++;
+            steps++;
+            double t = now_s() - ep_t0;
+            bool last = bi == nb || (a.steps && steps >= a.steps);
+            if (!a.json && (last || t - last_print > (tty ? 0.2 : 10.0))) {
+                last_print = t;
+                double rate = (double)seen / (t > 0 ? t : 1e-9);
+                progress(tty, ep + 1, a.epochs, bi, nb, loss_sum / (double)seen,
+                         (double)ok / (double)seen, rate, (double)(nb - bi) * (double)b / rate);
+            }
+            if (a.steps && steps >= a.steps) break;
+        }
+        if (tty) fputc('\n', stderr);
+        if (a.steps && steps >= a.steps) break;
+    }
+    double train_s = now_s() - t0;
+    double acc = rc ? 0 : evaluate(ctx, m->fn, &test, &rc);
+    if (rc) {
+        rc = fail(ctx);
+        goto out;
+    }
+    if (a.save && dbr_save(ctx, a.save, true)) {
+        rc = fail(ctx);
+        goto out;
+    }
+    int64_t peak = dbr_peak_bytes(ctx);
+    if (a.json) {
+        printf("{\"model\": \"%s\", \"optimizer\": \"%s\", \"lr\": %g, \"batch\": %lld, "
+               "\"epochs\": %lld, \"steps\": %lld, \"final_loss\": %.6f, \"test_accuracy\": %.4f, "
+               "\"seconds\": %.3f, \"samples_per_s\": %.1f, \"peak_bytes\": %lld, \"seed\": %llu}\n",
+               a.model, a.optimizer, a.lr, (long long)a.batch, (long long)epochs_run,
+               (long long)steps, final_loss, acc, train_s,
+               (double)steps * (double)a.batch / (train_s > 0 ? train_s : 1e-9), (long long)peak,
+               (unsigned long long)a.seed);
+    } else {
+        char pb[32];
+        human_bytes(peak, pb, sizeof pb);
+        printf("model %s: %lld steps in %.1f s, final loss %.4f, test accuracy %.2f%%, peak %s\n",
+               a.model, (long long)steps, train_s, final_loss, 100 * acc, pb);
+    }
+out:
+    free(xb);
+    free(yb);
+    free(z);
+    dbr_loader_free(ld);
+    dbr_dataset_free(&train);
+    dbr_dataset_free(&test);
+    dbr_ctx_free(ctx);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("dbr %s\n", DBR_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    fprintf(stderr, "dbr: unknown command '%s'\n", cmd);
+    usage_main(stderr);
+    return 2;
+}
