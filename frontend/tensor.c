@@ -214,9 +214,12 @@ static dbr_tensor *param_common(dbr_ctx *ctx, const char *api, const char *name,
         return NULL;
     }
     if (!check_shape_arg(ctx, api, file, line, ndim, shape)) return NULL;
-    if (dt != DBR_F32 && dt != DBR_F64) {
-        dbr_set_error(ctx, file, line, api, "'%s': %s %s has no kernels; use f32 or f64", name,
-                      kind == DBR_KIND_PARAM ? "parameters of dtype" : "buffers of dtype",
+    bool ok = dt == DBR_F32 || dt == DBR_F64 ||
+              (kind == DBR_KIND_BUFFER && (dt == DBR_I32 || dt == DBR_I64));
+    if (!ok) {
+        dbr_set_error(ctx, file, line, api, "'%s': %s cannot have dtype %s", name,
+                      kind == DBR_KIND_PARAM ? "a parameter (trainable, f32 or f64)"
+                                             : "a buffer (f32, f64, i32 or i64)",
                       dbr_dtype_name(dt));
         return NULL;
     }
@@ -259,10 +262,12 @@ dbr_tensor *dbr_buffer_(dbr_ctx *ctx, const char *name, dbr_dtype dt, int ndim,
                                  line, &created);
     if (created && t->data)
         for (int64_t i = 0; i < t->numel; i++) {
-            if (dt == DBR_F32)
-                ((float *)t->data)[i] = (float)fill;
-            else
-                ((double *)t->data)[i] = fill;
+            switch (dt) {
+            case DBR_F32: ((float *)t->data)[i] = (float)fill; break;
+            case DBR_F64: ((double *)t->data)[i] = fill; break;
+            case DBR_I32: ((int32_t *)t->data)[i] = (int32_t)fill; break;
+            default: ((int64_t *)t->data)[i] = (int64_t)fill; break;
+            }
         }
     return t;
 }

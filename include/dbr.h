@@ -123,7 +123,8 @@ dbr_tensor *dbr_param_bias_(dbr_ctx *ctx, const char *name, dbr_dtype dt, int64_
                             int64_t fan_in, const char *file, int line);
 #define dbr_param_bias(ctx, name, dt, n, fan_in) \
     dbr_param_bias_(ctx, name, dt, n, fan_in, __FILE__, __LINE__)
-/* A persistent, non-trainable tensor (running statistics). */
+/* A persistent, non-trainable tensor (running statistics, counters): f32,
+ * f64, i32 or i64, filled with `fill` when created. */
 dbr_tensor *dbr_buffer_(dbr_ctx *ctx, const char *name, dbr_dtype dt, int ndim,
                         const int64_t *shape, double fill, const char *file, int line);
 #define dbr_buffer(ctx, name, dt, ...) dbr_buffer_(ctx, name, dt, __VA_ARGS__, __FILE__, __LINE__)
@@ -347,7 +348,8 @@ int dbr_fashion_mnist_(dbr_ctx *ctx, bool train, dbr_dataset *out, const char *f
 void dbr_dataset_free(dbr_dataset *ds);
 
 /* Seeded, shuffled mini-batches; the last partial batch is dropped when
- * drop_last. An epoch's order depends only on (seed, epoch). */
+ * drop_last. An epoch's order depends only on (seed, epoch). The loader
+ * points into ds, which must outlive it. */
 typedef struct dbr_loader dbr_loader;
 dbr_loader *dbr_loader_new(const dbr_dataset *ds, int64_t batch, bool shuffle, bool drop_last,
                            uint64_t seed);
@@ -355,7 +357,8 @@ void dbr_loader_free(dbr_loader *ld);
 void dbr_loader_epoch(dbr_loader *ld, int64_t epoch);   /* reshuffle */
 int64_t dbr_loader_batches(const dbr_loader *ld);
 /* Fills x [b, rows*cols] and y [b] (caller's buffers of the full batch size)
- * with the next batch; returns its size, 0 at the end of the epoch. */
+ * with the next batch; returns its size, 0 at the end of the epoch (which
+ * stays ended until dbr_loader_epoch(ld, e + 1) starts the next). */
 int64_t dbr_loader_next(dbr_loader *ld, float *x, int32_t *y);
 
 #ifdef __cplusplus
