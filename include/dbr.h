@@ -312,7 +312,7 @@ typedef struct dbr_optim {
 } dbr_optim;
 /* Set (or replace) the context's optimizer; state is created lazily. */
 int dbr_optim_set_(dbr_ctx *ctx, const dbr_optim *opt, const char *file, int line);
-#define dbr_optim_set(ctx, opt) dbr_optim_set_(ctx, opt, __FILE__, __LINE__)
+#define dbr_optim_set(ctx, ...) dbr_optim_set_(ctx, __VA_ARGS__, __FILE__, __LINE__)
 void dbr_optim_set_lr(dbr_ctx *ctx, double lr);
 /* Update every trainable parameter from its gradient, then zero the
  * gradients. */
