@@ -1,0 +1,149 @@
+/* pool.c: square max and average pooling over [planes, H, W], forward and
+ * backward. The body after #else is compiled once per float type: the file
+ * includes itself with T and F(name) defined. */
+#ifndef T
+#include "kernels/cpu/kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The window's input rows [*lo, *hi) for output row o, clipped to [0, n). */
+static inline void pool_range(int64_t o, const dbr_k_pool *p, int64_t n, int64_t *lo,
+                              int64_t *hi) {
+    int64_t a = o * p->s - p->pad, b = a + p->k;
+    *lo = a < 0 ? 0 : a;
+    *hi = b > n ? n : b;
+}
+
+/* Non-overlapping 2x2 windows, the common CNN case, get unrolled loops. */
+static inline int pool_is_2x2(const dbr_k_pool *p) { return p->k == 2 && p->s == 2 && p->pad == 0; }
+
+#define T float
+#define F(name) name##_f32
+#include "pool.c"
+#undef T
+#undef F
+#define T double
+#define F(name) name##_f64
+#include "pool.c"
+#undef T
+#undef F
+
+#else
+
+/* The first maximum of a window in row-major order, as an offset into the
+ * plane, or -1 for a window wholly in the padding. The forward pass and the
+ * backward pass both use it, so gradients go where the max came from. */
+static inline int64_t F(window_argmax)(const T *xp, const dbr_k_pool *p, int64_t oh, int64_t ow) {
+    int64_t hs, he, ws, we;
+    pool_range(oh, p, p->H, &hs, &he);
+    pool_range(ow, p, p->W, &ws, &we);
+    if (hs >= he || ws >= we) return -1;
+    int64_t arg = hs * p->W + ws;
+    T m = xp[arg];
+    for (int64_t h = hs; h < he; h++)
+        for (int64_t w = ws; w < we; w++)
+            if (xp[h * p->W + w] > m) {
+                m = xp[h * p->W + w];
+                arg = h * p->W + w;
+            }
+    return arg;
+}
+
+void F(dbr_k_max_pool2d_fwd)(T *y, const T *x, const dbr_k_pool *p) {
+    const int64_t H = p->H, W = p->W, OH = p->OH, OW = p->OW;
+    for (int64_t nc = 0; nc < p->NC; nc++) {
+        const T *xp = x + nc * H * W;
+        T *yp = y + nc * OH * OW;
+        if (pool_is_2x2(p)) {
+            for (int64_t oh = 0; oh < OH; oh++) {
+                const T *r0 = xp + 2 * oh * W, *r1 = r0 + W;
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    T m = r0[2 * ow];
+                    m = r0[2 * ow + 1] > m ? r0[2 * ow + 1] : m;
+                    m = r1[2 * ow] > m ? r1[2 * ow] : m;
+                    m = r1[2 * ow + 1] > m ? r1[2 * ow + 1] : m;
+                    yp[oh * OW + ow] = m;
+                }
+            }
+            continue;
+        }
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t a = F(window_argmax)(xp, p, oh, ow);
+                yp[oh * OW + ow] = a >= 0 ? xp[a] : (T)-INFINITY;
+            }
+    }
+}
+
+void F(dbr_k_max_pool2d_bwd)(T *gx, const T *x, const T *gy, const dbr_k_pool *p) {
+    const int64_t H = p->H, W = p->W, OH = p->OH, OW = p->OW;
+    memset(gx, 0, (size_t)(p->NC * H * W) * sizeof(T));
+    for (int64_t nc = 0; nc < p->NC; nc++) {
+        const T *xp = x + nc * H * W, *gp = gy + nc * OH * OW;
+        T *gxp = gx + nc * H * W;
+        if (pool_is_2x2(p)) {
+            for (int64_t oh = 0; oh < OH; oh++) {
+                const int64_t i0 = 2 * oh * W;
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    const int64_t c[4] = {i0 + 2 * ow, i0 + 2 * ow + 1, i0 + W + 2 * ow,
+                                          i0 + W + 2 * ow + 1};
+                    int64_t a = c[0];
+                    for (int j = 1; j < 4; j++)
+                        if (xp[c[j]] > xp[a]) a = c[j];
+                    gxp[a] += gp[oh * OW + ow];
+                }
+            }
+            continue;
+        }
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t a = F(window_argmax)(xp, p, oh, ow);
+                if (a >= 0) gxp[a] += gp[oh * OW + ow];
+            }
+    }
+}
+
+void F(dbr_k_avg_pool2d_fwd)(T *y, const T *x, const dbr_k_pool *p) {
+    const int64_t H = p->H, W = p->W, OH = p->OH, OW = p->OW;
+    const T inv = (T)1 / (T)(p->k * p->k);
+    for (int64_t nc = 0; nc < p->NC; nc++) {
+        const T *xp = x + nc * H * W;
+        T *yp = y + nc * OH * OW;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t hs, he;
+            pool_range(oh, p, H, &hs, &he);
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t ws, we;
+                pool_range(ow, p, W, &ws, &we);
+                T s = 0;
+                for (int64_t h = hs; h < he; h++)
+                    for (int64_t w = ws; w < we; w++) s += xp[h * W + w];
+                yp[oh * OW + ow] = s * inv;
+            }
+        }
+    }
+}
+
+void F(dbr_k_avg_pool2d_bwd)(T *gx, const T *gy, const dbr_k_pool *p) {
+    const int64_t H = p->H, W = p->W, OH = p->OH, OW = p->OW;
+    const T inv = (T)1 / (T)(p->k * p->k);
+    memset(gx, 0, (size_t)(p->NC * H * W) * sizeof(T));
+    for (int64_t nc = 0; nc < p->NC; nc++) {
+        const T *gp = gy + nc * OH * OW;
+        T *gxp = gx + nc * H * W;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t hs, he;
+            pool_range(oh, p, H, &hs, &he);
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t ws, we;
+                pool_range(ow, p, W, &ws, &we);
+                const T g = gp[oh * OW + ow] * inv;
+                for (int64_t h = hs; h < he; h++)
+                    for (int64_t w = ws; w < we; w++) gxp[h * W + w] += g;
+            }
+        }
+    }
+}
+
+#endif
