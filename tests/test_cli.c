@@ -1,0 +1,98 @@
+/* test_cli.c: the dbr command as a user meets it: help texts, bad flags
+ * (exit 2), run-time errors (exit 1, one clear line) and a short training
+ * run whose --json output carries the promised keys. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef DBR_CLI
+#error "DBR_CLI (the path of the dbr binary) must be defined by the build"
+#endif
+
+/* Runs `dbr <args>` through the shell; returns the exit status and the
+ * combined output in out. */
+static int run(const char *args, char *out, size_t n) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", DBR_CLI, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static char out[1 << 16];
+
+static void help_texts(void **state) {
+    (void)state;
+    assert_int_equal(run("--help", out, sizeof out), 0);
+    assert_non_null(strstr(out, "train"));
+    assert_int_equal(run("train --help", out, sizeof out), 0);
+    const char *flags[] = {"--model", "--epochs", "--batch", "--lr", "--optimizer",
+                           "--seed", "--steps", "--json"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (!strstr(out, flags[i])) fail_msg("train --help does not explain %s", flags[i]);
+}
+
+static void bad_flags_exit_2(void **state) {
+    (void)state;
+    const char *bad[] = {"", "frobnicate", "train --model resnet9000", "train --epochs 0",
+                         "train --batch -3", "train --lr abc", "train --optimizer rmsprop",
+                         "train --bogus", "train --epochs"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = run(bad[i], out, sizeof out);
+        if (rc != 2) fail_msg("`dbr %s` exited %d, expected 2 (output: %s)", bad[i], rc, out);
+        assert_true(strlen(out) > 0);
+    }
+    run("train --optimizer rmsprop", out, sizeof out);
+    assert_non_null(strstr(out, "rmsprop"));
+}
+
+static void missing_data_exit_1(void **state) {
+    (void)state;
+    char tmpl[] = "/tmp/dbr_cli_XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    char args[256];
+    snprintf(args, sizeof args, "train --steps 1 --data %s", tmpl);
+    assert_int_equal(run(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, tmpl));
+    assert_null(strstr(out, "Assertion"));
+    rmdir(tmpl);
+}
+
+static void short_run_json(void **state) {
+    (void)state;
+    if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) != 0 &&
+        !getenv("DBR_FASHION_MNIST"))
+        skip();
+    int rc = run("train --model mlp --steps 20 --batch 32 --json --seed 3", out, sizeof out);
+    if (rc != 0) fail_msg("exit %d: %s", rc, out);
+    const char *keys[] = {"\"model\": \"mlp\"", "\"epochs\":", "\"steps\": 20", "\"final_loss\":",
+                          "\"test_accuracy\":", "\"seconds\":", "\"peak_bytes\":"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strstr(out, keys[i])) fail_msg("--json output lacks %s: %s", keys[i], out);
+    /* one JSON object and nothing else on stdout+stderr */
+    assert_int_equal(out[0], '{');
+    assert_non_null(strchr(out, '}'));
+    double acc = atof(strstr(out, "\"test_accuracy\":") + 16);
+    assert_true(acc > 0.3); /* 20 steps are far above chance (0.1) */
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(help_texts),
+        cmocka_unit_test(bad_flags_exit_2),
+        cmocka_unit_test(missing_data_exit_1),
+        cmocka_unit_test(short_run_json),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
