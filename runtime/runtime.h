@@ -7,7 +7,10 @@
 
 /* Run node n (types, attributes already inferred) on the CPU: in[i] points
  * to input i's contiguous data, out to the output's. Returns 0, or -1 for a
- * dtype the kernel does not support (shape inference should prevent it). */
+ * dtype the kernel does not support (shape inference should prevent it) or
+ * when the kernel's scratch buffer cannot be allocated. Conv, reductions and
+ * softmax on an inner axis use a per-thread, grow-only scratch buffer that
+ * is not yet counted in the memory budget (a later issue sizes it). */
 int dbr_cpu_exec(const dbr_node *n, const void *const in[], void *out);
 
 /* Threads for BLAS and the CPU kernels (0 = library default). */

@@ -58,7 +58,9 @@ typedef enum dbr_k_binop {
 } dbr_k_binop;
 
 /* Dtype of WHERE's mask; any nonzero value selects a. */
-typedef enum dbr_k_mask { DBR_K_MASK_F32, DBR_K_MASK_F64, DBR_K_MASK_I32, DBR_K_MASK_I64 } dbr_k_mask;
+typedef enum dbr_k_mask {
+    DBR_K_MASK_F32, DBR_K_MASK_F64, DBR_K_MASK_I32, DBR_K_MASK_I64
+} dbr_k_mask;
 
 /* y[i] = op(x[i]) over n elements; p is POW's exponent or LEAKY_RELU's slope.
  * y may equal x. */
@@ -99,9 +101,9 @@ int dbr_k_reduce_f64(dbr_k_redop op, double *y, const double *x, int ndim, const
                       uint32_t axes);
 /* Gradient of MAX: gy spread evenly over the elements equal to the max. */
 int dbr_k_max_bwd_f32(float *gx, const float *x, const float *y, const float *gy, int ndim,
-                       const int64_t *shape, uint32_t axes);
+                      const int64_t *shape, uint32_t axes);
 int dbr_k_max_bwd_f64(double *gx, const double *x, const double *y, const double *gy, int ndim,
-                       const int64_t *shape, uint32_t axes);
+                      const int64_t *shape, uint32_t axes);
 
 /* ---- matmul ----------------------------------------------------------------
  * Row-major C[M,N] = alpha op(A) op(B) + beta C through BLAS. */
@@ -133,7 +135,7 @@ int dbr_k_conv2d_bwd_data_f32(float *gx, const float *gy, const float *w, const 
 int dbr_k_conv2d_bwd_data_f64(double *gx, const double *gy, const double *w, const dbr_k_conv *p);
 int dbr_k_conv2d_bwd_weight_f32(float *gw, const float *x, const float *gy, const dbr_k_conv *p);
 int dbr_k_conv2d_bwd_weight_f64(double *gw, const double *x, const double *gy,
-                                 const dbr_k_conv *p);
+                                const dbr_k_conv *p);
 
 /* ---- pooling ---------------------------------------------------------------
  * x [NC planes, H, W] -> y [NC, OH, OW]; square window k, stride s, padding

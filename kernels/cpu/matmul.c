@@ -30,7 +30,8 @@ void F(dbr_k_gemm)(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, T 
     if (K <= 0) {
         /* BLAS may skip C entirely here; the result must still be beta*C. */
         for (int64_t i = 0; i < M; i++)
-            for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? (T)0 : beta * C[i * ldc + j];
+            for (int64_t j = 0; j < N; j++)
+                C[i * ldc + j] = beta == 0 ? (T)0 : beta * C[i * ldc + j];
         return;
     }
     CBLAS_GEMM(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,

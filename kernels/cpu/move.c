@@ -20,7 +20,8 @@ static void gather(void *y, const void *x, size_t esize, int64_t n, int64_t st) 
     case 8: GATHER(uint64_t); break;
     default:
         for (int64_t i = 0; i < n; i++)
-            memcpy((char *)y + (size_t)i * esize, (const char *)x + (size_t)(i * st) * esize, esize);
+            memcpy((char *)y + (size_t)i * esize,
+                   (const char *)x + (ptrdiff_t)(i * st) * (ptrdiff_t)esize, esize);
     }
 #undef GATHER
 }
@@ -40,7 +41,8 @@ static void scatter(void *y, const void *x, size_t esize, int64_t n, int64_t st)
     case 8: SCATTER(uint64_t); break;
     default:
         for (int64_t i = 0; i < n; i++)
-            memcpy((char *)y + (size_t)(i * st) * esize, (const char *)x + (size_t)i * esize, esize);
+            memcpy((char *)y + (ptrdiff_t)(i * st) * (ptrdiff_t)esize,
+                   (const char *)x + (size_t)i * esize, esize);
     }
 #undef SCATTER
 }
@@ -156,7 +158,8 @@ void dbr_k_slice(void *y, const void *x, size_t esize, int64_t A, int64_t L, int
         else if (B == 1)
             gather(ya, xa, esize, Lo, step);
         else
-            for (int64_t j = 0; j < Lo; j++) memcpy(ya + (size_t)j * row, xa + (size_t)(j * step) * row, row);
+            for (int64_t j = 0; j < Lo; j++)
+                memcpy(ya + (size_t)j * row, xa + (ptrdiff_t)(j * step) * (ptrdiff_t)row, row);
     }
 }
 
@@ -172,7 +175,8 @@ void dbr_k_slice_bwd(void *gx, const void *gy, size_t esize, int64_t A, int64_t 
         else if (B == 1)
             scatter(xa, ya, esize, Lo, step);
         else
-            for (int64_t j = 0; j < Lo; j++) memcpy(xa + (size_t)(j * step) * row, ya + (size_t)j * row, row);
+            for (int64_t j = 0; j < Lo; j++)
+                memcpy(xa + (ptrdiff_t)(j * step) * (ptrdiff_t)row, ya + (size_t)j * row, row);
     }
 }
 

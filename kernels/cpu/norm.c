@@ -1,5 +1,5 @@
 /* norm.c: batch norm (training statistics) and layer norm, forward and
- * backward, and the per-channel statistics op. Statistics are two-pass in
+ * backward, and the per-channel statistics op. Statistics accumulate in
  * double. The body after #else is compiled once per float type. */
 #ifndef T
 #include "kernels/cpu/kernels.h"
@@ -55,23 +55,81 @@ static double F(ndot)(const T *g, const T *x, int64_t n, double mean) {
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + t;
 }
 
-/* Mean and biased variance of channel c of x [N, C, S]. */
-static void F(channel_stats)(const T *x, int64_t N, int64_t C, int64_t S, int64_t c, double *mean,
-                             double *var) {
+/* Batch-norm statistics take one sweep over the channel: sums of d = x - K
+ * and d^2 with K the channel's first element. Shifting by a sample keeps
+ * E[d^2] - E[d]^2 from cancelling (|mean - K| is of the order of the
+ * std), and in double the error stays far below float's resolution. */
+static void F(channel_moments)(const T *x, int64_t N, int64_t C, int64_t S, int64_t c, double *mean,
+                               double *var) {
     const double M = (double)(N * S);
-    double s = 0;
-    for (int64_t n = 0; n < N; n++) s += F(nsum)(x + (n * C + c) * S, S);
-    const double m = M > 0 ? s / M : 0.0;
-    double q = 0;
-    for (int64_t n = 0; n < N; n++) q += F(nsqdev)(x + (n * C + c) * S, S, m);
-    *mean = m;
-    *var = M > 0 ? q / M : 0.0;
+    if (M <= 0) {
+        *mean = *var = 0;
+        return;
+    }
+    const double K = (double)x[c * S];
+    double a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0};
+    for (int64_t n = 0; n < N; n++) {
+        const T *xr = x + (n * C + c) * S;
+        int64_t i = 0;
+        for (; i + 4 <= S; i += 4)
+            for (int j = 0; j < 4; j++) {
+                const double d = (double)xr[i + j] - K;
+                a[j] += d;
+                b[j] += d * d;
+            }
+        for (; i < S; i++) {
+            const double d = (double)xr[i] - K;
+            a[0] += d;
+            b[0] += d * d;
+        }
+    }
+    const double md = ((a[0] + a[1]) + (a[2] + a[3])) / M;
+    const double v = ((b[0] + b[1]) + (b[2] + b[3])) / M - md * md;
+    *mean = K + md;
+    *var = v > 0 ? v : 0;
+}
+
+/* The same sweep for the backward pass, also summing gy and gy (x - mean). */
+static void F(channel_moments_g)(const T *x, const T *gy, int64_t N, int64_t C, int64_t S,
+                                 int64_t c, double *mean, double *var, double *sg, double *sgx) {
+    const double M = (double)(N * S);
+    if (M <= 0) {
+        *mean = *var = *sg = *sgx = 0;
+        return;
+    }
+    const double K = (double)x[c * S];
+    double a[4] = {0, 0, 0, 0}, b[4] = {0, 0, 0, 0}, g[4] = {0, 0, 0, 0}, h[4] = {0, 0, 0, 0};
+    for (int64_t n = 0; n < N; n++) {
+        const T *xr = x + (n * C + c) * S, *gr = gy + (n * C + c) * S;
+        int64_t i = 0;
+        for (; i + 4 <= S; i += 4)
+            for (int j = 0; j < 4; j++) {
+                const double d = (double)xr[i + j] - K, e = (double)gr[i + j];
+                a[j] += d;
+                b[j] += d * d;
+                g[j] += e;
+                h[j] += e * d;
+            }
+        for (; i < S; i++) {
+            const double d = (double)xr[i] - K, e = (double)gr[i];
+            a[0] += d;
+            b[0] += d * d;
+            g[0] += e;
+            h[0] += e * d;
+        }
+    }
+    const double md = ((a[0] + a[1]) + (a[2] + a[3])) / M;
+    const double v = ((b[0] + b[1]) + (b[2] + b[3])) / M - md * md;
+    *mean = K + md;
+    *var = v > 0 ? v : 0;
+    *sg = (g[0] + g[1]) + (g[2] + g[3]);
+    *sgx = ((h[0] + h[1]) + (h[2] + h[3])) - md * *sg;
 }
 
 void F(dbr_k_bn_stats)(T *out, const T *x, int64_t N, int64_t C, int64_t S) {
     for (int64_t c = 0; c < C; c++) {
         double m, v;
-        F(channel_stats)(x, N, C, S, c, &m, &v);
+        F(channel_moments)(x, N, C, S, c, &m, &v);
         out[c] = (T)m;
         out[C + c] = (T)v;
     }
@@ -83,7 +141,7 @@ void F(dbr_k_batch_norm_fwd)(T *y, const T *x, const T *gamma, const T *beta, in
                              int64_t S, double eps) {
     for (int64_t c = 0; c < C; c++) {
         double m, v;
-        F(channel_stats)(x, N, C, S, c, &m, &v);
+        F(channel_moments)(x, N, C, S, c, &m, &v);
         const double rstd = 1.0 / sqrt(v + eps);
         const T a = (T)(rstd * (gamma ? (double)gamma[c] : 1.0));
         const T b = beta ? beta[c] : (T)0, mt = (T)m;
@@ -102,13 +160,8 @@ void F(dbr_k_batch_norm_bwd)(T *dx, const T *x, const T *gy, const T *gamma, int
     const double M = (double)(N * S);
     if (M <= 0) return;
     for (int64_t c = 0; c < C; c++) {
-        double m, v, sg = 0, sgx = 0;
-        F(channel_stats)(x, N, C, S, c, &m, &v);
-        for (int64_t n = 0; n < N; n++) {
-            const int64_t o = (n * C + c) * S;
-            sg += F(nsum)(gy + o, S);
-            sgx += F(ndot)(gy + o, x + o, S, m);
-        }
+        double m, v, sg, sgx;
+        F(channel_moments_g)(x, gy, N, C, S, c, &m, &v, &sg, &sgx);
         const double rstd = 1.0 / sqrt(v + eps), g = gamma ? (double)gamma[c] : 1.0;
         const T A = (T)(g * rstd), B = (T)(-g * rstd * rstd * rstd * sgx / M);
         const T K = (T)(-g * rstd * sg / M), mt = (T)m;

@@ -78,24 +78,35 @@ void F(dbr_k_max_pool2d_fwd)(T *y, const T *x, const dbr_k_pool *p) {
 
 void F(dbr_k_max_pool2d_bwd)(T *gx, const T *x, const T *gy, const dbr_k_pool *p) {
     const int64_t H = p->H, W = p->W, OH = p->OH, OW = p->OW;
-    memset(gx, 0, (size_t)(p->NC * H * W) * sizeof(T));
     for (int64_t nc = 0; nc < p->NC; nc++) {
         const T *xp = x + nc * H * W, *gp = gy + nc * OH * OW;
         T *gxp = gx + nc * H * W;
         if (pool_is_2x2(p)) {
+            /* The windows tile the plane, so each cell is written exactly
+             * once and no clearing pass is needed, except past the last
+             * window when H or W is odd. */
             for (int64_t oh = 0; oh < OH; oh++) {
-                const int64_t i0 = 2 * oh * W;
+                const T *x0 = xp + 2 * oh * W, *x1 = x0 + W;
+                T *g0 = gxp + 2 * oh * W, *g1 = g0 + W;
                 for (int64_t ow = 0; ow < OW; ow++) {
-                    const int64_t c[4] = {i0 + 2 * ow, i0 + 2 * ow + 1, i0 + W + 2 * ow,
-                                          i0 + W + 2 * ow + 1};
-                    int64_t a = c[0];
-                    for (int j = 1; j < 4; j++)
-                        if (xp[c[j]] > xp[a]) a = c[j];
-                    gxp[a] += gp[oh * OW + ow];
+                    const int64_t j = 2 * ow;
+                    int a = 0;
+                    T m = x0[j];
+                    if (x0[j + 1] > m) { m = x0[j + 1]; a = 1; }
+                    if (x1[j] > m) { m = x1[j]; a = 2; }
+                    if (x1[j + 1] > m) a = 3;
+                    const T g = gp[oh * OW + ow], z = 0;
+                    g0[j] = a == 0 ? g : z;
+                    g0[j + 1] = a == 1 ? g : z;
+                    g1[j] = a == 2 ? g : z;
+                    g1[j + 1] = a == 3 ? g : z;
                 }
+                for (int64_t w = 2 * OW; w < W; w++) g0[w] = g1[w] = 0;
             }
+            if (2 * OH < H) memset(gxp + 2 * OH * W, 0, (size_t)((H - 2 * OH) * W) * sizeof(T));
             continue;
         }
+        memset(gxp, 0, (size_t)(H * W) * sizeof(T));
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++) {
                 int64_t a = F(window_argmax)(xp, p, oh, ow);
