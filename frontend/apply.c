@@ -92,7 +92,9 @@ dbr_tensor *dbr_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[
         const void *ptr[DBR_MAX_SRC];
         for (int i = 0; i < n_in; i++) ptr[i] = in[i]->data;
         if (dbr_cpu_exec(n, ptr, out->data)) {
-            dbr_set_error(ctx, n->file, n->line, n->api, "no CPU kernel for %s in %s",
+            dbr_set_error(ctx, n->file, n->line, n->api,
+                          "the CPU kernel for %s (%s) failed: unsupported dtype or out of "
+                          "scratch memory",
                           dbr_ops[n->op].name, dbr_dt_name(n->out.dtype));
             dbr_tensor_release_data(ctx, out);
             return NULL;
