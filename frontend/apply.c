@@ -63,6 +63,7 @@ dbr_tensor *dbr_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[
     if (ctx->bad_config) return NULL;
     for (int i = 0; i < n_in; i++)
         if (!in[i]) return NULL; /* an earlier error is already recorded */
+    if (dbr_recording(ctx)) return dbr_trace_apply(ctx, n, n_in, in);
     bool meta = ctx->cfg.mode == DBR_MODE_META;
     n->n_in = n_in;
     for (int i = 0; i < n_in; i++) {
@@ -164,26 +165,24 @@ static void eb_flush(eager_bld *e, dbr_tensor *const keep[], int n_keep) {
     e->n_made = 0;
 }
 
-/* g_dst += g (same shape), in place, on persistent gradient memory. */
-static void accumulate(dbr_tensor *dst, const dbr_tensor *g) {
-    if (dst->dtype == DBR_F32) {
-        float *restrict d = dst->data;
-        const float *restrict s = g->data;
-        for (int64_t i = 0; i < dst->numel; i++) d[i] += s[i];
-    } else {
-        double *restrict d = dst->data;
-        const double *restrict s = g->data;
-        for (int64_t i = 0; i < dst->numel; i++) d[i] += s[i];
-    }
-}
-
-static int param_grad_add(dbr_ctx *ctx, dbr_tensor *p, dbr_tensor *g) {
+/* p.grad += g (p's shape), in place, on persistent gradient memory. Eager
+ * and compiled steps both accumulate here, so their sums round alike. */
+int dbr_param_grad_add(dbr_ctx *ctx, dbr_tensor *p, const void *g) {
     if (!p->grad) {
         p->grad = dbr_tensor_new(ctx, DBR_KIND_GRAD, (int32_t)p->dtype, p->ndim, p->shape, true);
         if (!p->grad) return -1;
         if (p->grad->data) memset(p->grad->data, 0, (size_t)p->grad->nbytes);
     }
-    if (p->grad->data && g->data) accumulate(p->grad, g);
+    if (!p->grad->data || !g) return 0;
+    if (p->dtype == DBR_F32) {
+        float *restrict d = p->grad->data;
+        const float *restrict s = g;
+        for (int64_t i = 0; i < p->numel; i++) d[i] += s[i];
+    } else {
+        double *restrict d = p->grad->data;
+        const double *restrict s = g;
+        for (int64_t i = 0; i < p->numel; i++) d[i] += s[i];
+    }
     return 0;
 }
 
@@ -204,6 +203,14 @@ int dbr_backward_(dbr_ctx *ctx, dbr_tensor *loss, const char *file, int line) {
         dbr_set_error(ctx, file, line, api,
                       "backward already ran over this loss's graph in this step");
         return -1;
+    }
+    if (dbr_recording(ctx)) {
+        if (!loss->requires_grad) {
+            dbr_set_error(ctx, file, line, api,
+                          "loss does not depend on any parameter (nothing to differentiate)");
+            return -1;
+        }
+        return dbr_trace_backward(ctx, loss, file, line);
     }
     if (!loss->requires_grad || loss->tape_id < 0) {
         dbr_set_error(ctx, file, line, api,
@@ -256,7 +263,7 @@ int dbr_backward_(dbr_ctx *ctx, dbr_tensor *loss, const char *file, int line) {
                 dbr_tensor *x = en->in[i], *gi = res[i];
                 if (!gi || !en->needs[i]) continue;
                 if (x->kind == DBR_KIND_PARAM) {
-                    if (param_grad_add(ctx, x, gi)) rc = -1;
+                    if (dbr_param_grad_add(ctx, x, gi->data)) rc = -1;
                 } else if (x->tape_id >= 0) {
                     /* gradients are shared (a rule may return gy itself for
                      * two inputs), so the slots hold references */

@@ -126,6 +126,7 @@ dbr_ctx *dbr_ctx_new(const dbr_config *cfg) {
     ctx->cfg = cfg ? *cfg : dbr_config_default();
     ctx->training = true;
     ctx->grad_enabled = true;
+    ctx->tr.bwd_loss = -1;
     const char *where = "dbr_ctx_new";
     if (ctx->cfg.device == DBR_DEVICE_CUDA) {
         char msg[512];
@@ -141,11 +142,8 @@ dbr_ctx *dbr_ctx_new(const dbr_config *cfg) {
     } else if (ctx->cfg.device != DBR_DEVICE_CPU) {
         dbr_set_error(ctx, NULL, 0, where, "unknown device %d", (int)ctx->cfg.device);
         ctx->bad_config = true;
-    } else if (ctx->cfg.mode == DBR_MODE_COMPILED) {
-        dbr_set_error(ctx, NULL, 0, where,
-                      "mode compiled is not available yet; use DBR_MODE_EAGER or DBR_MODE_META");
-        ctx->bad_config = true;
-    } else if (ctx->cfg.mode != DBR_MODE_EAGER && ctx->cfg.mode != DBR_MODE_META) {
+    } else if (ctx->cfg.mode != DBR_MODE_EAGER && ctx->cfg.mode != DBR_MODE_META &&
+               ctx->cfg.mode != DBR_MODE_COMPILED) {
         dbr_set_error(ctx, NULL, 0, where, "unknown mode %d", (int)ctx->cfg.mode);
         ctx->bad_config = true;
     } else if (ctx->cfg.threads < 0) {
@@ -172,6 +170,7 @@ static void free_tensor_list(dbr_ctx *ctx, dbr_tensor *t) {
 void dbr_ctx_free(dbr_ctx *ctx) {
     if (!ctx) return;
     dbr_step_end(ctx);
+    dbr_trace_free(ctx);
     dbr_optim_free_state(ctx);
     for (dbr_tensor *p = ctx->params; p; p = p->next) {
         if (p->grad) {
@@ -197,6 +196,7 @@ void dbr_step_begin(dbr_ctx *ctx) {
 }
 
 int dbr_step_end(dbr_ctx *ctx) {
+    if (dbr_recording(ctx) && dbr_trace_step_end(ctx)) ctx->has_err = true;
     dbr_tape_clear(ctx);
     free_tensor_list(ctx, ctx->step_tensors);
     ctx->step_tensors = NULL;

@@ -20,6 +20,37 @@ typedef struct dbr_tape_entry {
 } dbr_tape_entry;
 
 typedef struct dbr_optim_state dbr_optim_state;
+typedef struct dbr_graph dbr_graph;
+
+/* A host-side effect a compiled step applies once its value is computed:
+ * batch norm's running statistics from a BN_STATS value. */
+typedef struct dbr_effect {
+    int32_t vid;
+    dbr_tensor *running_mean, *running_var;
+    double momentum;
+    int64_t count;
+} dbr_effect;
+
+/* Compiled and meta modes: the step's recording and the plan cache. */
+typedef struct dbr_trace {
+    dbr_graph *graph;
+    int64_t gen;               /* bumps every step: tensor vids of older steps are stale */
+    dbr_tensor **vt;           /* the tensor of each value id */
+    int32_t vt_cap;
+    dbr_tensor **inputs;       /* this step's inputs by ordinal */
+    int32_t n_inputs, inputs_cap;
+    int32_t bwd_loss;          /* value id of the loss dbr_backward asked for, or -1 */
+    bool bwd_done;             /* autodiff has run for it */
+    int32_t *grad_vid;         /* per parameter slot: its gradient's value id, or -1 */
+    int32_t n_grad;
+    bool grads_pending;        /* gradients computed by autodiff, not yet accumulated */
+    int32_t barrier;           /* values below this id predate an optimizer update */
+    dbr_effect *effects;
+    int32_t n_effects, effects_cap;
+    void *cache;               /* dbr_plan_cache */
+    int64_t breaks, flushes;
+    int64_t arena_bytes, lower_bound; /* of the last plan run */
+} dbr_trace;
 
 struct dbr_ctx {
     dbr_config cfg;
@@ -50,6 +81,8 @@ struct dbr_ctx {
     dbr_optim_state *ostate;   /* per parameter, in creation order */
     int64_t ostate_len;
     int64_t optim_steps;
+
+    dbr_trace tr;
 };
 
 /* Record the first user error: "file:line: api: message". */
@@ -89,6 +122,30 @@ void dbr_tape_clear(dbr_ctx *ctx);
 /* Release t's data now if nothing can read it again: an intermediate that
  * no tape entry retains and the user did not keep. */
 void dbr_drop(dbr_ctx *ctx, dbr_tensor *t);
+
+/* ---- compiled and meta modes (trace.c) ---- */
+static inline bool dbr_recording(const dbr_ctx *ctx) {
+    return ctx->cfg.mode == DBR_MODE_COMPILED || ctx->cfg.mode == DBR_MODE_META;
+}
+/* Record node n over inputs (already checked non-NULL) into the step's
+ * graph; returns the new tensor (no data) or NULL with the error set. */
+dbr_tensor *dbr_trace_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[]);
+/* A leaf tensor (input) created in this step gets its ordinal. */
+int dbr_trace_input(dbr_ctx *ctx, dbr_tensor *t);
+/* Compute what is pending and, when `want` is given, that tensor's value:
+ * compile (or fetch from the cache) and run a plan. 0 or -1. */
+int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line);
+int dbr_trace_backward(dbr_ctx *ctx, dbr_tensor *loss, const char *file, int line);
+int dbr_trace_effect(dbr_ctx *ctx, const dbr_effect *e);
+/* Step end: flush what is pending (compiled), forget the recording. */
+int dbr_trace_step_end(dbr_ctx *ctx);
+void dbr_trace_free(dbr_ctx *ctx);
+int dbr_param_grad_add(dbr_ctx *ctx, dbr_tensor *p, const void *g);
+/* Shared with trace.c: optimizer update of every parameter with a grad. */
+int dbr_optim_apply(dbr_ctx *ctx, const char *file, int line);
+/* Shared with trace.c: batch norm running statistics from BN_STATS data. */
+void dbr_bn_update_running(dbr_tensor *rm, dbr_tensor *rv, int32_t dtype, const void *stats,
+                           int64_t c, double momentum, int64_t count);
 
 /* Optimizer state teardown (ctx free). */
 void dbr_optim_free_state(dbr_ctx *ctx);

@@ -256,24 +256,30 @@ static bool check_vec(dbr_ctx *ctx, const dbr_tensor *v, const char *what, const
     return false;
 }
 
-/* running = (1-m)*running + m*batch, with the unbiased variance as PyTorch. */
-static void update_running(dbr_tensor *rm, dbr_tensor *rv, const dbr_tensor *stats, double m,
-                           int64_t count) {
-    int64_t c = stats->shape[1];
+/* running = (1-m)*running + m*batch, with the unbiased variance as PyTorch.
+ * stats is BN_STATS's [2, c] output. */
+void dbr_bn_update_running(dbr_tensor *rm, dbr_tensor *rv, int32_t dtype, const void *stats,
+                           int64_t c, double m, int64_t count) {
     double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
     for (int64_t i = 0; i < c; i++) {
         double mean, var;
-        if (stats->dtype == DBR_F32) {
-            mean = ((const float *)stats->data)[i];
-            var = ((const float *)stats->data)[c + i];
+        if (dtype == DT_F32) {
+            mean = ((const float *)stats)[i];
+            var = ((const float *)stats)[c + i];
         } else {
-            mean = ((const double *)stats->data)[i];
-            var = ((const double *)stats->data)[c + i];
+            mean = ((const double *)stats)[i];
+            var = ((const double *)stats)[c + i];
         }
-        if (rm && rm->dtype == DBR_F32) ((float *)rm->data)[i] = (float)((1 - m) * ((float *)rm->data)[i] + m * mean);
-        if (rm && rm->dtype == DBR_F64) ((double *)rm->data)[i] = (1 - m) * ((double *)rm->data)[i] + m * mean;
-        if (rv && rv->dtype == DBR_F32) ((float *)rv->data)[i] = (float)((1 - m) * ((float *)rv->data)[i] + m * var * unbias);
-        if (rv && rv->dtype == DBR_F64) ((double *)rv->data)[i] = (1 - m) * ((double *)rv->data)[i] + m * var * unbias;
+        double r[2] = {mean, var * unbias};
+        dbr_tensor *run[2] = {rm, rv};
+        for (int k = 0; k < 2; k++) {
+            dbr_tensor *t = run[k];
+            if (!t || !t->data) continue;
+            if (t->dtype == DBR_F32)
+                ((float *)t->data)[i] = (float)((1 - m) * ((float *)t->data)[i] + m * r[k]);
+            else
+                ((double *)t->data)[i] = (1 - m) * ((double *)t->data)[i] + m * r[k];
+        }
     }
 }
 
@@ -310,15 +316,25 @@ dbr_tensor *dbr_batch_norm_(dbr_ctx *ctx, dbr_tensor *x, dbr_tensor *gamma, dbr_
         dbr_tensor *in[3] = {x, gamma, beta};
         int n_in = beta ? 3 : gamma ? 2 : 1;
         dbr_tensor *y = dbr_apply(ctx, &n, n_in, in);
-        if (y && ctx->training && (running_mean || running_var) &&
-            ctx->cfg.mode != DBR_MODE_META) {
+        if (y && ctx->training && (running_mean || running_var)) {
             bool g = ctx->grad_enabled;
             ctx->grad_enabled = false;
             dbr_tensor *st = run1(ctx, NODE(BN_STATS, api), x);
             ctx->grad_enabled = g;
             if (!st) return NULL;
-            update_running(running_mean, running_var, st, momentum, x->numel / c);
-            dbr_drop(ctx, st);
+            if (dbr_recording(ctx)) {
+                dbr_effect e = {.vid = st->vid, .running_mean = running_mean,
+                                .running_var = running_var, .momentum = momentum,
+                                .count = x->numel / c};
+                if (ctx->cfg.mode == DBR_MODE_COMPILED && dbr_trace_effect(ctx, &e)) {
+                    dbr_set_error(ctx, file, line, api, "out of memory");
+                    return NULL;
+                }
+            } else {
+                dbr_bn_update_running(running_mean, running_var, (int32_t)st->dtype, st->data,
+                                      c, momentum, x->numel / c);
+                dbr_drop(ctx, st);
+            }
         }
         return y;
     }
@@ -608,7 +624,10 @@ dbr_tensor *dbr_dropout_(dbr_ctx *ctx, dbr_tensor *x, double p, const char *file
     dbr_node n = NODE(DROPOUT, api);
     n.a.f[0] = p;
     /* keyed by (seed, step, call index): a recomputation draws the same mask */
-    n.a.i[0] = (int64_t)dbr_rng_key(ctx->cfg.seed, (uint64_t)ctx->step,
-                                    (uint64_t)ctx->rand_calls++ + 0xD0);
+    n.a.i[1] = ctx->rand_calls++;
+    /* compiled plans rekey every step from i1; the graph keeps no key */
+    n.a.i[0] = ctx->cfg.mode == DBR_MODE_EAGER
+                   ? (int64_t)dbr_rand_op_key(ctx->cfg.seed, (uint64_t)ctx->step, (uint64_t)n.a.i[1])
+                   : 0;
     return run1(ctx, n, x);
 }

@@ -1,6 +1,7 @@
 /* optim.c: the context's optimizer (SGD, momentum, Adam, AdamW) and its
  * per-parameter state, created on the first step and counted in memory. */
 #include "frontend/internal.h"
+#include "ir/graph.h"
 #include "runtime/runtime.h"
 
 #include <stdlib.h>
@@ -86,6 +87,16 @@ int dbr_optim_step_(dbr_ctx *ctx, const char *file, int line) {
         dbr_set_error(ctx, file, line, api, "no optimizer: call dbr_optim_set first");
         return -1;
     }
+    if (ctx->cfg.mode == DBR_MODE_COMPILED) {
+        /* the update has side effects: compute what it reads first */
+        if (dbr_trace_flush(ctx, NULL, file, line)) return -1;
+        if (ctx->tr.graph) ctx->tr.barrier = ctx->tr.graph->n_vals;
+    }
+    return dbr_optim_apply(ctx, file, line);
+}
+
+int dbr_optim_apply(dbr_ctx *ctx, const char *file, int line) {
+    const char *api = "dbr_optim_step";
     /* parameters created after the state was made get fresh state */
     int64_t n = 0;
     for (dbr_tensor *p = ctx->params; p; p = p->next) n += p->kind == DBR_KIND_PARAM;

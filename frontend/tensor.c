@@ -36,7 +36,10 @@ dbr_tensor *dbr_tensor_new(dbr_ctx *ctx, dbr_kind kind, int32_t dtype, int ndim,
     t->nbytes = t->numel * (int64_t)dbr_dt_size(dtype);
     t->kind = kind;
     t->tape_id = -1;
-    if (alloc && ctx->cfg.mode != DBR_MODE_META) {
+    t->vid = -1; /* not in any step's graph yet */
+    t->vgen = -1;
+    if (alloc && ctx->cfg.mode != DBR_MODE_META &&
+        !(kind == DBR_KIND_INTERMEDIATE && ctx->cfg.mode == DBR_MODE_COMPILED)) {
         t->data = dbr_mem_alloc(ctx, t->nbytes);
         if (!t->data) {
             free(t);
@@ -292,6 +295,10 @@ dbr_tensor *dbr_input_(dbr_ctx *ctx, dbr_dtype dt, int ndim, const int64_t *shap
         dbr_set_error(ctx, file, line, api, "out of memory");
         return NULL;
     }
+    if (dbr_recording(ctx) && dbr_trace_input(ctx, t)) {
+        dbr_set_error(ctx, file, line, api, "out of memory");
+        return NULL;
+    }
     if (meta) return t;
     if (copy)
         memcpy(t->data, data, (size_t)t->nbytes);
@@ -334,6 +341,11 @@ static bool readable(dbr_ctx *ctx, dbr_tensor *t, const char *api, const char *f
     if (ctx->cfg.mode == DBR_MODE_META) {
         dbr_set_error(ctx, file, line, api, "meta mode holds shapes only, no values");
         return false;
+    }
+    if (!t->data && ctx->cfg.mode == DBR_MODE_COMPILED && t->kind == DBR_KIND_INTERMEDIATE &&
+        t->vgen == ctx->tr.gen) {
+        /* a read cuts the graph: compute what it needs now */
+        if (dbr_trace_flush(ctx, t, file, line)) return false;
     }
     if (!t->data) {
         dbr_set_error(ctx, file, line, api,

@@ -60,6 +60,8 @@ typedef struct dbr_tensor {
     bool pending;              /* created by dbr_load, not yet claimed */
     int32_t refs;              /* reasons the data must stay alive */
     int32_t tape_id;           /* producing tape entry, -1 if none */
+    int32_t vid;               /* compiled/meta: value id in the step's graph */
+    int64_t vgen;              /* ... valid while this equals the graph's generation */
     int64_t nbytes;
     struct dbr_tensor *next;   /* step list / parameter list */
 } dbr_tensor;
@@ -92,6 +94,18 @@ int64_t dbr_step_index(const dbr_ctx *ctx);
 int64_t dbr_live_bytes(const dbr_ctx *ctx);
 int64_t dbr_peak_bytes(const dbr_ctx *ctx);
 void dbr_reset_peak(dbr_ctx *ctx);
+
+/* Compiled mode's bookkeeping (zeros in eager mode): plan cache hits and
+ * misses, time spent compiling, graph breaks (reads of values that forced
+ * part of a step to run early), and the last plan's arena and its lower
+ * bound (the most bytes simultaneously live in its schedule). */
+typedef struct dbr_stats {
+    int64_t cache_hits, cache_misses, plans;
+    double compile_ms;
+    int64_t graph_breaks, flushes;
+    int64_t arena_bytes, arena_lower_bound;
+} dbr_stats;
+void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out);
 
 /* ---- shapes ----------------------------------------------------------- */
 /* DBR_SHAPE(2, 3) expands to `2, (const int64_t[]){2, 3}`: ndim, dims. The

@@ -53,7 +53,9 @@ void dbr_graph_clear(dbr_graph *g); /* keep the arrays, drop the contents */
 /* A deep copy (names and locations stay borrowed); NULL when out of memory. */
 dbr_graph *dbr_graph_clone(const dbr_graph *g);
 
-/* A leaf value; returns its id, or -1 when out of memory. */
+/* A leaf value (any kind but INTER); returns its id, or -1 when out of
+ * memory or when kind is INTER or t->ndim is out of range. CONST leaves
+ * get slot -1; other kinds get cval 0. */
 int32_t dbr_graph_leaf(dbr_graph *g, dbr_vkind kind, const dbr_tinfo *t, int32_t slot,
                        double cval, const char *name);
 /* Append a node over existing values: runs dbr_infer, adds the output
@@ -64,7 +66,8 @@ int32_t dbr_graph_node(dbr_graph *g, dbr_op op, int n_in, const int32_t in[], co
                        size_t errlen);
 
 /* Users of every value as one CSR array: users[first[v] .. first[v+1]) are
- * node ids (a node appears once per input slot that reads v). Caller frees
+ * node ids in increasing order (a node appears once per input slot that
+ * reads v); first has n_vals + 1 entries. Caller frees
  * both with free(). Returns 0 or -1 (out of memory). */
 int dbr_graph_users(const dbr_graph *g, int32_t **first, int32_t **users);
 
@@ -75,20 +78,31 @@ int dbr_graph_users(const dbr_graph *g, int32_t **first, int32_t **users);
  * in err ("node 7 (add): input 12 is used before it is defined"). */
 int dbr_graph_verify(const dbr_graph *g, char *err, size_t errlen);
 
-/* Stable, diffable text: one line per leaf and per node, e.g.
- *   %3 = param "fc1.w" f32[512,784]
- *   %9 = matmul(%2, %3) f32[64,512] tb=1  # model.c:12 fwd
- * The file name (not its folder) and line are printed. */
+/* Stable, diffable text: one line per leaf (in value id order), then one
+ * per node (in node order), e.g.
+ *   %3 = param #0 "fc1.w" f32[512,784]
+ *   %4 = const 0.5 f32[]
+ *   %9 = matmul(%2, %3) f32[64,512] ta=0 tb=1  # model.c:12 fwd
+ *   %12 = cross_entropy(%10, %1) f32[] [out]  # model.c:14 fwd
+ * #N is the slot (parameter index or input ordinal); only the attributes
+ * the op reads are shown; [out] marks outputs; the comment holds the file
+ * name (not its folder), line and phase. */
 void dbr_graph_print(const dbr_graph *g, FILE *f);
 
-/* Structural hash: ops, attributes, dtypes, shapes, edges, constant
- * values, parameter identity (slot and name) and input ordinals; not data,
- * not locations. Nodes whose relative order does not matter (independent
- * branches) may be recorded in any order with the same hash. */
+/* Structural hash: ops, attributes (all of them, by bits), phases,
+ * dtypes, shapes, edges, constant values, parameter identity (slot and
+ * name), input ordinals and output flags; not data, not locations, not
+ * value or node ids. Nodes whose relative order does not matter
+ * (independent branches) may be recorded in any order with the same hash.
+ * Never 0, except when out of memory. */
 uint64_t dbr_graph_hash(const dbr_graph *g);
 
 /* DBR_DUMP=dir: write the graph to dir/NN-<pass>.txt (NN counts dumps in
- * this process). No-op when DBR_DUMP is unset. Returns 0 or -1. */
+ * this process, from 01; characters of pass other than [A-Za-z0-9._-]
+ * become '_'): a "# pass: V values, N nodes, hash 0x..." line, then
+ * dbr_graph_print. Written aside and renamed into place. No-op (0) when
+ * DBR_DUMP is unset or empty. Returns 0 or -1 (the directory is missing or
+ * unwritable), never aborts. */
 int dbr_graph_dump(const dbr_graph *g, const char *pass);
 
 #endif

@@ -51,6 +51,12 @@ DBR_HD uint32_t dbr_rng_u32(uint64_t key, uint64_t i) {
     return w[i & 3];
 }
 
+/* The key of the `call`-th random op of a step: eager mode, compiled plans
+ * (which rekey every step) and recomputation all derive it the same way. */
+DBR_HD uint64_t dbr_rand_op_key(uint64_t seed, uint64_t step, uint64_t call) {
+    return dbr_rng_key(seed, step, call + 0xD0);
+}
+
 /* Uniform in [0, 1) from 24 bits: exact in float and double. */
 DBR_HD double dbr_rng_u01(uint32_t bits) { return (double)(bits >> 8) * (1.0 / 16777216.0); }
 

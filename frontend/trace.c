@@ -1,0 +1,637 @@
+/* trace.c: compiled and meta modes. Op calls record nodes into the step's
+ * graph; a flush (a read, the optimizer step, or the step's end) cuts out
+ * what must be computed, hashes it, fetches or compiles a plan (autodiff,
+ * schedule, memplan) and runs it over one arena. */
+#include "frontend/internal.h"
+#include "ir/graph.h"
+#include "passes/autodiff.h"
+#include "passes/passes.h"
+#include "runtime/plan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { MAT_BASE = 1 << 24 }; /* slots of values materialized earlier in the step */
+
+static dbr_graph *graph(dbr_ctx *ctx) {
+    if (!ctx->tr.graph) ctx->tr.graph = dbr_graph_new();
+    return ctx->tr.graph;
+}
+
+static dbr_plan_cache *cache(dbr_ctx *ctx) {
+    if (!ctx->tr.cache) ctx->tr.cache = calloc(1, sizeof(dbr_plan_cache));
+    return ctx->tr.cache;
+}
+
+static int set_vt(dbr_ctx *ctx, int32_t vid, dbr_tensor *t) {
+    dbr_trace *tr = &ctx->tr;
+    if (vid >= tr->vt_cap) {
+        int32_t cap = tr->vt_cap ? tr->vt_cap : 256;
+        while (cap <= vid) cap *= 2;
+        dbr_tensor **v = realloc(tr->vt, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        memset(v + tr->vt_cap, 0, (size_t)(cap - tr->vt_cap) * sizeof *v);
+        tr->vt = v;
+        tr->vt_cap = cap;
+    }
+    tr->vt[vid] = t;
+    t->vid = vid;
+    t->vgen = tr->gen;
+    return 0;
+}
+
+static int32_t param_slot(dbr_ctx *ctx, const dbr_tensor *p) {
+    int32_t k = 0;
+    for (dbr_tensor *q = ctx->params; q; q = q->next, k++)
+        if (q == p) return k;
+    return -1;
+}
+
+int dbr_trace_input(dbr_ctx *ctx, dbr_tensor *t) {
+    dbr_trace *tr = &ctx->tr;
+    if (tr->n_inputs == tr->inputs_cap) {
+        int32_t cap = tr->inputs_cap ? tr->inputs_cap * 2 : 16;
+        dbr_tensor **v = realloc(tr->inputs, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        tr->inputs = v;
+        tr->inputs_cap = cap;
+    }
+    tr->inputs[tr->n_inputs++] = t;
+    t->vid = -1; /* the leaf is made when an op first reads it */
+    t->vgen = -1;
+    return 0;
+}
+
+/* The value id of t in this step's graph, making a leaf on first use. */
+static int32_t value_of(dbr_ctx *ctx, dbr_tensor *t, char *err, size_t errlen) {
+    dbr_trace *tr = &ctx->tr;
+    if (t->vgen == tr->gen && t->vid >= 0) return t->vid;
+    if (t->kind == DBR_KIND_INTERMEDIATE) {
+        snprintf(err, errlen, "an input tensor comes from an earlier step (step-scoped tensors "
+                              "die at dbr_step_end)");
+        return -1;
+    }
+    dbr_tinfo ti;
+    dbr_tinfo_of(t, &ti);
+    dbr_vkind kind;
+    int32_t slot = -1;
+    double cval = 0;
+    switch (t->kind) {
+    case DBR_KIND_PARAM: kind = DBR_V_PARAM; slot = param_slot(ctx, t); break;
+    case DBR_KIND_BUFFER: kind = DBR_V_BUFFER; slot = param_slot(ctx, t); break;
+    case DBR_KIND_INPUT:
+        kind = DBR_V_INPUT;
+        for (int32_t i = 0; i < tr->n_inputs; i++)
+            if (tr->inputs[i] == t) slot = i;
+        break;
+    case DBR_KIND_CONST:
+        kind = DBR_V_CONST;
+        if (t->data) { /* dbr_full: every element the same */
+            switch (t->dtype) {
+            case DBR_F32: cval = ((float *)t->data)[0]; break;
+            case DBR_F64: cval = ((double *)t->data)[0]; break;
+            case DBR_I32: cval = ((int32_t *)t->data)[0]; break;
+            default: cval = (double)((int64_t *)t->data)[0]; break;
+            }
+        }
+        break;
+    default: snprintf(err, errlen, "a gradient tensor cannot be an op input"); return -1;
+    }
+    int32_t v = dbr_graph_leaf(graph(ctx), kind, &ti, slot, cval, t->name);
+    if (v < 0 || set_vt(ctx, v, t)) {
+        snprintf(err, errlen, "out of memory recording the graph");
+        return -1;
+    }
+    return v;
+}
+
+dbr_tensor *dbr_trace_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[]) {
+    char err[512];
+    int32_t ids[DBR_MAX_SRC];
+    dbr_graph *g = graph(ctx);
+    if (!g) {
+        dbr_set_error(ctx, n->file, n->line, n->api, "out of memory recording the graph");
+        return NULL;
+    }
+    for (int i = 0; i < n_in; i++) {
+        ids[i] = value_of(ctx, in[i], err, sizeof err);
+        if (ids[i] < 0) {
+            dbr_set_error(ctx, n->file, n->line, n->api, "%s", err);
+            return NULL;
+        }
+    }
+    int32_t out = dbr_graph_node(g, n->op, n_in, ids, &n->a, DBR_PH_FWD, n->api, n->file,
+                                 n->line, err, sizeof err);
+    if (out < 0) {
+        dbr_set_error(ctx, n->file, n->line, n->api, "%s", err);
+        return NULL;
+    }
+    const dbr_tinfo *ot = &g->vals[out].t;
+    dbr_tensor *t = dbr_tensor_new(ctx, DBR_KIND_INTERMEDIATE, ot->dtype, ot->ndim, ot->shape, false);
+    if (!t || set_vt(ctx, out, t)) {
+        dbr_set_error(ctx, n->file, n->line, n->api, "out of memory recording the graph");
+        return NULL;
+    }
+    if (ctx->grad_enabled)
+        for (int i = 0; i < n_in; i++)
+            if (dbr_ops[n->op].cat != DBR_CAT_GRAD && in[i]->requires_grad &&
+                (in[i]->dtype == DBR_F32 || in[i]->dtype == DBR_F64))
+                t->requires_grad = true;
+    return t;
+}
+
+int dbr_trace_effect(dbr_ctx *ctx, const dbr_effect *e) {
+    dbr_trace *tr = &ctx->tr;
+    if (tr->n_effects == tr->effects_cap) {
+        int32_t cap = tr->effects_cap ? tr->effects_cap * 2 : 8;
+        dbr_effect *v = realloc(tr->effects, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        tr->effects = v;
+        tr->effects_cap = cap;
+    }
+    tr->effects[tr->n_effects++] = *e;
+    return 0;
+}
+
+int dbr_trace_backward(dbr_ctx *ctx, dbr_tensor *loss, const char *file, int line) {
+    dbr_trace *tr = &ctx->tr;
+    if (loss->vgen != tr->gen || loss->vid < 0) {
+        dbr_set_error(ctx, file, line, "dbr_backward", "the loss was not recorded in this step");
+        return -1;
+    }
+    if (tr->bwd_loss >= 0) {
+        dbr_set_error(ctx, file, line, "dbr_backward",
+                      "backward was already requested in this step (one loss per step)");
+        return -1;
+    }
+    tr->bwd_loss = loss->vid;
+    loss->kept = true;
+    if (ctx->cfg.mode == DBR_MODE_META) return dbr_trace_flush(ctx, NULL, file, line);
+    return 0;
+}
+
+/* ---- compiling a segment -------------------------------------------------- */
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    return h ^ (h >> 29);
+}
+
+typedef struct segment {
+    dbr_graph *g;
+    int32_t *map;       /* step value id -> segment value id, or -1 */
+    dbr_bind *binds;    /* per segment leaf, in leaf order */
+    int32_t *bind_of;   /* segment value id -> bind index, or -1 */
+    int32_t n_binds;
+    dbr_tensor **mat;   /* materialized tensors, by VALUE ordinal */
+    int32_t n_mat;
+    int32_t *outputs;   /* segment value ids, in request order */
+    int32_t n_outputs;
+} segment;
+
+static void segment_free(segment *s) {
+    dbr_graph_free(s->g);
+    free(s->map);
+    free(s->binds);
+    free(s->bind_of);
+    free(s->mat);
+    free(s->outputs);
+}
+
+static bool materialized(const dbr_ctx *ctx, int32_t v) {
+    const dbr_tensor *t = v < ctx->tr.vt_cap ? ctx->tr.vt[v] : NULL;
+    return t && t->data && t->vgen == ctx->tr.gen && t->vid == v;
+}
+
+/* Leaf of step value v in the segment (leaves and materialized values). */
+static int32_t seg_leaf(dbr_ctx *ctx, segment *s, int32_t v) {
+    if (s->map[v] >= 0) return s->map[v];
+    const dbr_value *sv = &ctx->tr.graph->vals[v];
+    dbr_bind b = {.t = sv->t, .slot = sv->slot, .cval = sv->cval};
+    dbr_vkind kind = sv->kind;
+    int32_t slot = sv->slot;
+    switch (sv->kind) {
+    case DBR_V_PARAM:
+    case DBR_V_BUFFER: b.kind = DBR_BIND_PARAM; break;
+    case DBR_V_INPUT: b.kind = DBR_BIND_INPUT; break;
+    case DBR_V_CONST: b.kind = DBR_BIND_CONST; break;
+    case DBR_V_INTER:
+        b.kind = DBR_BIND_VALUE;
+        b.slot = s->n_mat;
+        s->mat[s->n_mat++] = ctx->tr.vt[v];
+        kind = DBR_V_INPUT;
+        slot = MAT_BASE + b.slot;
+        break;
+    }
+    int32_t id = dbr_graph_leaf(s->g, kind, &sv->t, slot, sv->cval, sv->name);
+    if (id < 0) return -1;
+    s->map[v] = id;
+    s->bind_of[id] = s->n_binds;
+    s->binds[s->n_binds++] = b;
+    return id;
+}
+
+/* Cut out the nodes that compute `want` (step value ids) from what is
+ * already materialized, as a graph of its own. */
+static int segment_build(dbr_ctx *ctx, const int32_t *want, int32_t n_want, segment *s,
+                         char *err, size_t errlen) {
+    const dbr_graph *g = ctx->tr.graph;
+    int32_t nv = g->n_vals;
+    memset(s, 0, sizeof *s);
+    s->g = dbr_graph_new();
+    s->map = malloc((size_t)nv * sizeof *s->map);
+    s->bind_of = malloc((size_t)(2 * nv + 1) * sizeof *s->bind_of);
+    s->binds = calloc((size_t)nv + 1, sizeof *s->binds);
+    s->mat = calloc((size_t)nv + 1, sizeof *s->mat);
+    s->outputs = malloc((size_t)(n_want + 1) * sizeof *s->outputs);
+    bool *need = calloc((size_t)nv, sizeof *need);
+    if (!s->g || !s->map || !s->bind_of || !s->binds || !s->mat || !s->outputs || !need) {
+        free(need);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int32_t v = 0; v < nv; v++) s->map[v] = -1;
+    for (int32_t v = 0; v < 2 * nv + 1; v++) s->bind_of[v] = -1;
+    for (int32_t k = 0; k < n_want; k++) need[want[k]] = true;
+    /* reverse walk: a needed, unmaterialized value needs its producer's inputs */
+    for (int32_t k = g->n_nodes - 1; k >= 0; k--) {
+        const dbr_inode *nd = &g->nodes[k];
+        if (!need[nd->out] || materialized(ctx, nd->out)) continue;
+        if (nd->out < ctx->tr.barrier) {
+            const dbr_inode *src = nd;
+            snprintf(err, errlen,
+                     "the value of %s (%s:%d) was released after the optimizer step; call "
+                     "dbr_keep on it before dbr_optim_step to read it afterwards",
+                     dbr_ops[src->op].name, src->file ? src->file : "?", src->line);
+            free(need);
+            return -1;
+        }
+        for (int i = 0; i < nd->n_in; i++) need[nd->in[i]] = true;
+    }
+    int rc = 0;
+    for (int32_t k = 0; k < g->n_nodes && rc == 0; k++) {
+        const dbr_inode *nd = &g->nodes[k];
+        if (!need[nd->out] || materialized(ctx, nd->out)) continue;
+        int32_t ids[DBR_MAX_SRC];
+        for (int i = 0; i < nd->n_in && rc == 0; i++) {
+            int32_t v = nd->in[i];
+            bool leaf = g->vals[v].kind != DBR_V_INTER || materialized(ctx, v);
+            ids[i] = leaf ? seg_leaf(ctx, s, v) : s->map[v];
+            if (ids[i] < 0) rc = -1;
+        }
+        if (rc) break;
+        int32_t o = dbr_graph_node(s->g, nd->op, nd->n_in, ids, &nd->a, nd->phase, nd->api,
+                                   nd->file, nd->line, err, errlen);
+        if (o < 0) rc = -1;
+        s->map[nd->out] = o;
+    }
+    for (int32_t k = 0; k < n_want && rc == 0; k++) {
+        int32_t o = s->map[want[k]];
+        if (o < 0) o = seg_leaf(ctx, s, want[k]); /* already there: a copy of a leaf */
+        s->outputs[k] = o;
+        s->n_outputs = k + 1;
+        if (o < 0) rc = -1;
+        else s->g->vals[o].is_output = true;
+    }
+    free(need);
+    if (rc && !err[0]) snprintf(err, errlen, "out of memory");
+    return rc;
+}
+
+static void arena_free(void *user, void *p, int64_t bytes) { dbr_mem_free(user, p, bytes); }
+
+static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err, size_t errlen) {
+    double t0 = now_ms();
+    dbr_graph *g = s->g;
+    if (dbr_graph_verify(g, err, errlen)) return NULL;
+    dbr_graph_dump(g, "segment");
+    int32_t *order = malloc((size_t)(g->n_nodes + 1) * sizeof *order);
+    dbr_plan *p = calloc(1, sizeof *p);
+    dbr_memplan mp = {0};
+    if (!order || !p) goto oom;
+    if (dbr_schedule(g, order, err, errlen)) goto fail;
+    if (dbr_memplan_build(g, order, &mp, err, errlen)) goto fail;
+    p->key = key;
+    p->n_launches = g->n_nodes;
+    p->launches = calloc((size_t)g->n_nodes + 1, sizeof *p->launches);
+    p->binds = calloc((size_t)s->n_binds + 1, sizeof *p->binds);
+    p->outputs = calloc((size_t)g->n_vals + 1, sizeof *p->outputs);
+    if (!p->launches || !p->binds || !p->outputs) goto oom;
+    p->n_binds = s->n_binds;
+    for (int32_t b = 0; b < s->n_binds; b++) {
+        p->binds[b] = s->binds[b];
+        if (p->binds[b].kind == DBR_BIND_CONST) {
+            dbr_tinfo *t = &p->binds[b].t;
+            int64_t n = dbr_tinfo_numel(t);
+            void *d = malloc((size_t)(n ? n : 1) * dbr_dt_size(t->dtype));
+            if (!d) goto oom;
+            for (int64_t i = 0; i < n; i++) switch (t->dtype) {
+                case DT_F32: ((float *)d)[i] = (float)p->binds[b].cval; break;
+                case DT_F64: ((double *)d)[i] = p->binds[b].cval; break;
+                case DT_I32: ((int32_t *)d)[i] = (int32_t)p->binds[b].cval; break;
+                default: ((int64_t *)d)[i] = (int64_t)p->binds[b].cval; break;
+                }
+            p->binds[b].owned = d;
+        }
+    }
+    for (int32_t k = 0; k < g->n_nodes; k++) {
+        const dbr_inode *nd = &g->nodes[order[k]];
+        dbr_launch *l = &p->launches[k];
+        l->node = (dbr_node){.op = nd->op, .n_in = nd->n_in, .out = g->vals[nd->out].t,
+                             .a = nd->a, .api = nd->api, .file = nd->file, .line = nd->line};
+        for (int i = 0; i < nd->n_in; i++) {
+            int32_t v = nd->in[i];
+            l->node.in[i] = g->vals[v].t;
+            l->in[i] = mp.offset[v] >= 0 ? mp.offset[v] : -1 - (int64_t)s->bind_of[v];
+        }
+        l->out = mp.offset[nd->out];
+    }
+    /* outputs are arena values or (rarely) leaves */
+    for (int32_t k = 0; k < s->n_outputs; k++) {
+        int32_t v = s->outputs[k];
+        p->outputs[k] = mp.offset[v] >= 0 ? mp.offset[v] : -1 - (int64_t)s->bind_of[v];
+    }
+    p->n_outputs = s->n_outputs;
+    p->arena_bytes = mp.arena_bytes;
+    p->lower_bound = mp.lower_bound;
+    p->n_inplace = mp.n_inplace;
+    p->arena = dbr_mem_alloc(ctx, p->arena_bytes ? p->arena_bytes : 64);
+    if (!p->arena) goto oom;
+    dbr_memplan_free(&mp);
+    free(order);
+    p->compile_ms = now_ms() - t0;
+    return p;
+oom:
+    snprintf(err, errlen, "out of memory compiling a plan");
+fail:
+    dbr_memplan_free(&mp);
+    free(order);
+    dbr_plan_free(p, NULL, NULL);
+    return NULL;
+}
+
+/* What a flush computes, in request order: tensors to fill, parameter
+ * gradients to accumulate, effects to apply. */
+typedef enum { OUT_TENSOR, OUT_GRAD, OUT_EFFECT } out_kind;
+typedef struct out_req {
+    out_kind kind;
+    int32_t vid;
+    dbr_tensor *t; /* OUT_TENSOR: the tensor; OUT_GRAD: the parameter */
+    int32_t effect;
+} out_req;
+
+static int run_autodiff(dbr_ctx *ctx, char *err, size_t errlen) {
+    dbr_trace *tr = &ctx->tr;
+    dbr_graph *g = tr->graph;
+    int32_t nv = g->n_vals;
+    bool *req = calloc((size_t)nv, sizeof *req);
+    int32_t *grads = malloc((size_t)nv * sizeof *grads);
+    int32_t np = (int32_t)ctx->n_params;
+    int32_t *gv = realloc(tr->grad_vid, (size_t)(np ? np : 1) * sizeof *gv);
+    if (!req || !grads || !gv) {
+        free(req);
+        free(grads);
+        if (gv) tr->grad_vid = gv;
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    tr->grad_vid = gv;
+    tr->n_grad = np;
+    for (int32_t v = 0; v < nv; v++)
+        req[v] = g->vals[v].kind == DBR_V_PARAM && tr->vt[v] && tr->vt[v]->requires_grad;
+    int rc = dbr_autodiff(g, tr->bwd_loss, req, grads, err, errlen);
+    for (int32_t k = 0; k < np; k++) gv[k] = -1;
+    for (int32_t v = 0; rc == 0 && v < nv; v++)
+        if (grads[v] >= 0 && g->vals[v].slot >= 0 && g->vals[v].slot < np)
+            gv[g->vals[v].slot] = grads[v];
+    free(req);
+    free(grads);
+    if (rc == 0) {
+        tr->bwd_done = true;
+        tr->grads_pending = true;
+    }
+    return rc;
+}
+
+static int add_req(out_req **r, int32_t *n, int32_t *cap, out_req q) {
+    if (*n == *cap) {
+        int32_t c = *cap ? *cap * 2 : 16;
+        out_req *v = realloc(*r, (size_t)c * sizeof *v);
+        if (!v) return -1;
+        *r = v;
+        *cap = c;
+    }
+    (*r)[(*n)++] = q;
+    return 0;
+}
+
+static dbr_tensor **params_by_slot(dbr_ctx *ctx) {
+    dbr_tensor **v = malloc((size_t)(ctx->n_params ? ctx->n_params : 1) * sizeof *v);
+    int32_t k = 0;
+    if (v)
+        for (dbr_tensor *p = ctx->params; p; p = p->next) v[k++] = p;
+    return v;
+}
+
+int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
+    const char *api = want ? "dbr_item" : "dbr_step";
+    dbr_trace *tr = &ctx->tr;
+    char err[512] = "";
+    if (!tr->graph) return 0;
+    if (tr->bwd_loss >= 0 && !tr->bwd_done && run_autodiff(ctx, err, sizeof err)) {
+        dbr_set_error(ctx, file, line, "dbr_backward", "%s", err);
+        return -1;
+    }
+    if (ctx->cfg.mode == DBR_MODE_META) return 0;
+
+    out_req *req = NULL;
+    int32_t n_req = 0, cap = 0;
+    int rc = 0;
+    if (want && !materialized(ctx, want->vid))
+        rc |= add_req(&req, &n_req, &cap, (out_req){OUT_TENSOR, want->vid, want, -1});
+    if (tr->grads_pending) {
+        dbr_tensor **ps = params_by_slot(ctx);
+        for (int32_t k = 0; ps && k < tr->n_grad; k++)
+            if (tr->grad_vid[k] >= 0)
+                rc |= add_req(&req, &n_req, &cap, (out_req){OUT_GRAD, tr->grad_vid[k], ps[k], -1});
+        if (!ps) rc = -1;
+        free(ps);
+    }
+    for (int32_t e = 0; e < tr->n_effects; e++)
+        rc |= add_req(&req, &n_req, &cap, (out_req){OUT_EFFECT, tr->effects[e].vid, NULL, e});
+    for (int32_t v = 0; v < tr->graph->n_vals; v++) {
+        dbr_tensor *t = v < tr->vt_cap ? tr->vt[v] : NULL;
+        if (t && t != want && t->kept && t->vid == v && t->vgen == tr->gen && !t->data &&
+            tr->graph->vals[v].kind == DBR_V_INTER && v >= tr->barrier)
+            rc |= add_req(&req, &n_req, &cap, (out_req){OUT_TENSOR, v, t, -1});
+    }
+    if (rc) {
+        free(req);
+        dbr_set_error(ctx, file, line, api, "out of memory");
+        return -1;
+    }
+    if (n_req == 0) {
+        free(req);
+        return 0;
+    }
+    int32_t *want_ids = malloc((size_t)n_req * sizeof *want_ids);
+    segment s;
+    if (!want_ids) {
+        free(req);
+        dbr_set_error(ctx, file, line, api, "out of memory");
+        return -1;
+    }
+    for (int32_t k = 0; k < n_req; k++) want_ids[k] = req[k].vid;
+    if (segment_build(ctx, want_ids, n_req, &s, err, sizeof err)) {
+        dbr_set_error(ctx, file, line, api, "%s", err);
+        rc = -1;
+        goto out;
+    }
+    /* The structural hash names the computation; the output and leaf
+     * order say how this step's tensors bind to the plan. */
+    uint64_t key = mix(dbr_graph_hash(s.g), (uint64_t)ctx->cfg.device);
+    key = mix(key, (uint64_t)s.g->n_nodes);
+    for (int32_t k = 0; k < s.n_outputs; k++) key = mix(key, (uint64_t)s.outputs[k]);
+    for (int32_t b = 0; b < s.n_binds; b++)
+        key = mix(mix(key, (uint64_t)s.binds[b].kind), (uint64_t)(uint32_t)s.binds[b].slot);
+    dbr_plan_cache *c = cache(ctx);
+    dbr_plan *p = c ? dbr_plan_cache_get(c, key) : NULL;
+    if (c && !p) {
+        p = plan_compile(ctx, &s, key, err, sizeof err);
+        dbr_plan *evicted = NULL;
+        if (!p || dbr_plan_cache_put(c, p, &evicted)) {
+            dbr_set_error(ctx, file, line, api, "%s", err[0] ? err : "out of memory");
+            dbr_plan_free(p, arena_free, ctx);
+            rc = -1;
+            goto out;
+        }
+        dbr_plan_free(evicted, arena_free, ctx);
+    }
+    if (!p) {
+        dbr_set_error(ctx, file, line, api, "out of memory");
+        rc = -1;
+        goto out;
+    }
+    void **bp = calloc((size_t)p->n_binds + 1, sizeof *bp);
+    dbr_tensor **ps = params_by_slot(ctx);
+    if (!bp || !ps) {
+        free(bp);
+        free(ps);
+        dbr_set_error(ctx, file, line, api, "out of memory");
+        rc = -1;
+        goto out;
+    }
+    for (int32_t b = 0; b < p->n_binds; b++) {
+        const dbr_bind *bd = &p->binds[b];
+        switch (bd->kind) {
+        case DBR_BIND_PARAM: bp[b] = ps[bd->slot]->data; break;
+        case DBR_BIND_INPUT: bp[b] = tr->inputs[bd->slot]->data; break;
+        case DBR_BIND_VALUE: bp[b] = s.mat[bd->slot]->data; break;
+        case DBR_BIND_CONST: bp[b] = NULL; break;
+        }
+    }
+    int32_t failed = -1;
+    if (dbr_plan_run(p, bp, ctx->cfg.seed, ctx->step, &failed)) {
+        const dbr_node *nd = &p->launches[failed].node;
+        dbr_set_error(ctx, nd->file, nd->line, nd->api,
+                      "the CPU kernel for %s (%s) failed: unsupported dtype or out of "
+                      "scratch memory",
+                      dbr_ops[nd->op].name, dbr_dt_name(nd->out.dtype));
+        rc = -1;
+    }
+    for (int32_t k = 0; rc == 0 && k < n_req; k++) {
+        const void *src = dbr_plan_output(p, k);
+        out_req *q = &req[k];
+        if (q->kind == OUT_TENSOR) {
+            dbr_tensor *t = q->t;
+            t->data = dbr_mem_alloc(ctx, t->nbytes);
+            if (!t->data) {
+                dbr_set_error(ctx, file, line, api, "out of memory");
+                rc = -1;
+                break;
+            }
+            t->owns_data = true;
+            memcpy(t->data, src, (size_t)t->nbytes);
+        } else if (q->kind == OUT_GRAD) {
+            if (dbr_param_grad_add(ctx, q->t, src)) rc = -1;
+        } else {
+            dbr_effect *e = &tr->effects[q->effect];
+            dbr_bn_update_running(e->running_mean, e->running_var,
+                                  tr->graph->vals[e->vid].t.dtype, src,
+                                  tr->graph->vals[e->vid].t.shape[1], e->momentum, e->count);
+        }
+    }
+    if (rc == 0) {
+        tr->grads_pending = false;
+        tr->n_effects = 0;
+        tr->arena_bytes = p->arena_bytes;
+        tr->lower_bound = p->lower_bound;
+        tr->flushes++;
+        if (want) tr->breaks++;
+    }
+    free(bp);
+    free(ps);
+out:
+    segment_free(&s);
+    free(want_ids);
+    free(req);
+    return rc;
+}
+
+int dbr_trace_step_end(dbr_ctx *ctx) {
+    dbr_trace *tr = &ctx->tr;
+    int rc = 0;
+    if (ctx->cfg.mode == DBR_MODE_COMPILED && !ctx->bad_config &&
+        ((tr->bwd_loss >= 0 && !tr->bwd_done) || tr->grads_pending || tr->n_effects))
+        rc = dbr_trace_flush(ctx, NULL, NULL, 0);
+    if (tr->graph) dbr_graph_clear(tr->graph);
+    tr->gen++;
+    tr->n_inputs = 0;
+    tr->bwd_loss = -1;
+    tr->bwd_done = false;
+    tr->grads_pending = false;
+    tr->n_effects = 0;
+    tr->barrier = 0;
+    return rc;
+}
+
+void dbr_trace_free(dbr_ctx *ctx) {
+    dbr_trace *tr = &ctx->tr;
+    dbr_plan_cache *c = tr->cache;
+    if (c) {
+        for (int32_t i = 0; i < c->n; i++) dbr_plan_free(c->plans[i], arena_free, ctx);
+        free(c->plans);
+        free(c);
+    }
+    dbr_graph_free(tr->graph);
+    free(tr->vt);
+    free(tr->inputs);
+    free(tr->grad_vid);
+    free(tr->effects);
+    memset(tr, 0, sizeof *tr);
+}
+
+void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out) {
+    const dbr_trace *tr = &ctx->tr;
+    const dbr_plan_cache *c = tr->cache;
+    memset(out, 0, sizeof *out);
+    if (c) {
+        out->cache_hits = c->hits;
+        out->cache_misses = c->misses;
+        out->plans = c->n;
+        out->compile_ms = c->compile_ms;
+    }
+    out->graph_breaks = tr->breaks;
+    out->flushes = tr->flushes;
+    out->arena_bytes = tr->arena_bytes;
+    out->arena_lower_bound = tr->lower_bound;
+}

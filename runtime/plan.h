@@ -1,0 +1,76 @@
+/* plan.h: a compiled step: a flat list of launches over one arena, the
+ * bindings a run needs (parameters, inputs, values computed earlier in the
+ * step, constants), and the LRU cache of plans keyed by shape signature. */
+#ifndef DBR_RUNTIME_PLAN_H
+#define DBR_RUNTIME_PLAN_H
+
+#include "ir/ir.h"
+
+#include <stdint.h>
+
+/* Where a leaf's data comes from at run time. */
+typedef enum dbr_bind_kind {
+    DBR_BIND_PARAM,  /* parameter or buffer, by creation index */
+    DBR_BIND_INPUT,  /* the step's dbr_input, by ordinal */
+    DBR_BIND_VALUE,  /* a value materialized earlier in the step, by ordinal */
+    DBR_BIND_CONST   /* filled once by the plan (owned) */
+} dbr_bind_kind;
+
+typedef struct dbr_bind {
+    dbr_bind_kind kind;
+    int32_t slot;
+    dbr_tinfo t;
+    double cval;
+    void *owned; /* DBR_BIND_CONST: the plan's buffer */
+} dbr_bind;
+
+/* An argument is an arena offset (>= 0) or binding -1-b (< 0). */
+typedef struct dbr_launch {
+    dbr_node node;
+    int64_t in[DBR_MAX_SRC];
+    int64_t out;
+} dbr_launch;
+
+typedef struct dbr_plan {
+    uint64_t key;
+    dbr_launch *launches;
+    int32_t n_launches;
+    dbr_bind *binds;
+    int32_t n_binds;
+    int64_t *outputs; /* arena offsets of the outputs, in request order */
+    int32_t n_outputs;
+    int64_t arena_bytes, lower_bound;
+    int32_t n_inplace;
+    void *arena;
+    double compile_ms;
+    uint64_t last_used;
+} dbr_plan;
+
+/* Run every launch in order. bind_ptr[b] is binding b's data (constants are
+ * filled in from the plan's own buffers). Random ops are rekeyed from (seed,
+ * step) so one plan serves every step. No allocation. 0 or -1 (a kernel
+ * failed; the launch index is in *failed). */
+int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step, int32_t *failed);
+
+/* The pointer to output k after a run. */
+void *dbr_plan_output(const dbr_plan *p, int32_t k);
+
+void dbr_plan_free(dbr_plan *p, void (*free_arena)(void *user, void *p, int64_t bytes),
+                   void *user);
+
+/* ---- the cache ---------------------------------------------------------- */
+typedef struct dbr_plan_cache {
+    dbr_plan **plans;
+    int32_t n, cap;
+    uint64_t clock;
+    int64_t hits, misses, evictions;
+    double compile_ms;
+} dbr_plan_cache;
+
+/* The plan with this key, or NULL (counted as a hit or a miss). */
+dbr_plan *dbr_plan_cache_get(dbr_plan_cache *c, uint64_t key);
+/* Insert p; when full, the least recently used plan is returned through
+ * *evicted for the caller to free. Returns 0 or -1 (out of memory). */
+int dbr_plan_cache_put(dbr_plan_cache *c, dbr_plan *p, dbr_plan **evicted);
+
+#endif
