@@ -135,6 +135,12 @@ int dbr_trace_input(dbr_ctx *ctx, dbr_tensor *t);
 /* Compute what is pending and, when `want` is given, that tensor's value:
  * compile (or fetch from the cache) and run a plan. 0 or -1. */
 int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line);
+/* The same before an optimizer update: gradients of parameters that have
+ * no grad buffer are not accumulated but left in the plan's arena, their
+ * pointers in grad_direct[slot] (slots count parameters and buffers in
+ * creation order), valid until the next plan runs. */
+int dbr_trace_flush_for_optim(dbr_ctx *ctx, const void **grad_direct, const char *file,
+                              int line);
 int dbr_trace_backward(dbr_ctx *ctx, dbr_tensor *loss, const char *file, int line);
 int dbr_trace_effect(dbr_ctx *ctx, const dbr_effect *e);
 /* Step end: flush what is pending (compiled), forget the recording. */
@@ -142,7 +148,7 @@ int dbr_trace_step_end(dbr_ctx *ctx);
 void dbr_trace_free(dbr_ctx *ctx);
 int dbr_param_grad_add(dbr_ctx *ctx, dbr_tensor *p, const void *g);
 /* Shared with trace.c: optimizer update of every parameter with a grad. */
-int dbr_optim_apply(dbr_ctx *ctx, const char *file, int line);
+int dbr_optim_apply(dbr_ctx *ctx, const void *const *grad_direct, const char *file, int line);
 /* Shared with trace.c: batch norm running statistics from BN_STATS data. */
 void dbr_bn_update_running(dbr_tensor *rm, dbr_tensor *rv, int32_t dtype, const void *stats,
                            int64_t c, double momentum, int64_t count);

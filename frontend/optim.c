@@ -9,6 +9,7 @@
 
 struct dbr_optim_state {
     dbr_tensor *param;
+    int32_t slot; /* creation index among parameters and buffers */
     void *m, *v; /* momentum / first moment, second moment */
     int64_t bytes;
 };
@@ -66,11 +67,14 @@ static int make_state(dbr_ctx *ctx) {
     bool two = ctx->optim.kind == DBR_ADAM || ctx->optim.kind == DBR_ADAMW;
     bool one = two || ctx->optim.kind == DBR_MOMENTUM;
     int64_t k = 0;
+    int32_t slot = -1;
     for (dbr_tensor *p = ctx->params; p; p = p->next) {
+        slot++;
         if (p->kind != DBR_KIND_PARAM) continue;
         dbr_optim_state *s = &ctx->ostate[k++];
         ctx->ostate_len = k;
         s->param = p;
+        s->slot = slot;
         s->bytes = p->nbytes;
         if (one && !(s->m = dbr_mem_alloc(ctx, p->nbytes))) return -1;
         if (two && !(s->v = dbr_mem_alloc(ctx, p->nbytes))) return -1;
@@ -87,15 +91,21 @@ int dbr_optim_step_(dbr_ctx *ctx, const char *file, int line) {
         dbr_set_error(ctx, file, line, api, "no optimizer: call dbr_optim_set first");
         return -1;
     }
-    if (ctx->cfg.mode == DBR_MODE_COMPILED) {
-        /* the update has side effects: compute what it reads first */
-        if (dbr_trace_flush(ctx, NULL, file, line)) return -1;
-        if (ctx->tr.graph) ctx->tr.barrier = ctx->tr.graph->n_vals;
+    if (ctx->cfg.mode != DBR_MODE_COMPILED) return dbr_optim_apply(ctx, NULL, file, line);
+    /* the update has side effects: compute what it reads first */
+    const void **direct = calloc((size_t)(ctx->n_params ? ctx->n_params : 1), sizeof *direct);
+    if (!direct) {
+        dbr_set_error(ctx, file, line, api, "out of memory");
+        return -1;
     }
-    return dbr_optim_apply(ctx, file, line);
+    int rc = dbr_trace_flush_for_optim(ctx, direct, file, line);
+    if (ctx->tr.graph) ctx->tr.barrier = ctx->tr.graph->n_vals;
+    if (rc == 0) rc = dbr_optim_apply(ctx, (const void *const *)direct, file, line);
+    free(direct);
+    return rc;
 }
 
-int dbr_optim_apply(dbr_ctx *ctx, const char *file, int line) {
+int dbr_optim_apply(dbr_ctx *ctx, const void *const *grad_direct, const char *file, int line) {
     const char *api = "dbr_optim_step";
     /* parameters created after the state was made get fresh state */
     int64_t n = 0;
@@ -115,21 +125,24 @@ int dbr_optim_apply(dbr_ctx *ctx, const char *file, int line) {
     for (int64_t i = 0; i < ctx->ostate_len; i++) {
         dbr_optim_state *s = &ctx->ostate[i];
         dbr_tensor *p = s->param;
-        if (!p->grad || !p->grad->data || !p->data) continue;
+        const void *g = grad_direct && grad_direct[s->slot] ? grad_direct[s->slot]
+                        : p->grad                           ? p->grad->data
+                                                            : NULL;
+        if (!g || !p->data) continue;
         int32_t dt = (int32_t)p->dtype;
         switch (o->kind) {
-        case DBR_SGD: dbr_cpu_sgd(dt, p->numel, p->data, p->grad->data, o->lr, o->weight_decay); break;
+        case DBR_SGD: dbr_cpu_sgd(dt, p->numel, p->data, g, o->lr, o->weight_decay); break;
         case DBR_MOMENTUM:
-            dbr_cpu_momentum(dt, p->numel, p->data, p->grad->data, s->m, o->lr, o->momentum,
+            dbr_cpu_momentum(dt, p->numel, p->data, g, s->m, o->lr, o->momentum,
                              o->weight_decay, o->nesterov);
             break;
         case DBR_ADAM:
         case DBR_ADAMW:
-            dbr_cpu_adam(dt, p->numel, p->data, p->grad->data, s->m, s->v, o->lr, o->beta1,
+            dbr_cpu_adam(dt, p->numel, p->data, g, s->m, s->v, o->lr, o->beta1,
                          o->beta2, o->eps, o->weight_decay, o->kind == DBR_ADAMW, t);
             break;
         }
-        memset(p->grad->data, 0, (size_t)p->grad->nbytes);
+        if (p->grad && p->grad->data) memset(p->grad->data, 0, (size_t)p->grad->nbytes);
     }
     return 0;
 }

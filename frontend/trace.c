@@ -442,7 +442,8 @@ static dbr_tensor **params_by_slot(dbr_ctx *ctx) {
     return v;
 }
 
-int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
+static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const char *file,
+                 int line) {
     const char *api = want ? "dbr_item" : "dbr_step";
     dbr_trace *tr = &ctx->tr;
     char err[512] = "";
@@ -562,7 +563,12 @@ int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) 
             t->owns_data = true;
             memcpy(t->data, src, (size_t)t->nbytes);
         } else if (q->kind == OUT_GRAD) {
-            if (dbr_param_grad_add(ctx, q->t, src)) rc = -1;
+            /* the optimizer can read a fresh gradient where the plan left it */
+            int32_t slot = param_slot(ctx, q->t);
+            if (grad_direct && !q->t->grad && slot >= 0)
+                grad_direct[slot] = src;
+            else if (dbr_param_grad_add(ctx, q->t, src))
+                rc = -1;
         } else {
             dbr_effect *e = &tr->effects[q->effect];
             dbr_bn_update_running(e->running_mean, e->running_var,
@@ -585,6 +591,15 @@ out:
     free(want_ids);
     free(req);
     return rc;
+}
+
+int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
+    return flush(ctx, want, NULL, file, line);
+}
+
+int dbr_trace_flush_for_optim(dbr_ctx *ctx, const void **grad_direct, const char *file,
+                              int line) {
+    return flush(ctx, NULL, grad_direct, file, line);
 }
 
 int dbr_trace_step_end(dbr_ctx *ctx) {

@@ -36,13 +36,18 @@ void dbr_cpu_adam(int32_t dtype, int64_t n, void *p, const void *g, void *m, voi
 
 #else
 
+/* Gradients are read as g + 0, which maps -0 to +0: a gradient accumulated
+ * onto a zeroed buffer (eager) and one read straight from a plan's arena
+ * (compiled) then update the parameters to the same bits. */
+#define G(i) (g[i] + (T)0)
+
 /* g' = g + wd p; p -= lr g' */
 static void F(sgd)(int64_t n, T *restrict p, const T *restrict g, double lr, double wd) {
     const T l = (T)lr, w = (T)wd;
     if (wd == 0) {
-        for (int64_t i = 0; i < n; i++) p[i] -= l * g[i];
+        for (int64_t i = 0; i < n; i++) p[i] -= l * G(i);
     } else {
-        for (int64_t i = 0; i < n; i++) p[i] -= l * (g[i] + w * p[i]);
+        for (int64_t i = 0; i < n; i++) p[i] -= l * (G(i) + w * p[i]);
     }
 }
 
@@ -52,13 +57,13 @@ static void F(momentum)(int64_t n, T *restrict p, const T *restrict g, T *restri
     const T l = (T)lr, u = (T)mu, w = (T)wd;
     if (nesterov) {
         for (int64_t i = 0; i < n; i++) {
-            const T gi = g[i] + w * p[i];
+            const T gi = G(i) + w * p[i];
             v[i] = u * v[i] + gi;
             p[i] -= l * (gi + u * v[i]);
         }
     } else {
         for (int64_t i = 0; i < n; i++) {
-            v[i] = u * v[i] + (g[i] + w * p[i]);
+            v[i] = u * v[i] + (G(i) + w * p[i]);
             p[i] -= l * v[i];
         }
     }
@@ -75,11 +80,12 @@ static void F(adam)(int64_t n, T *restrict p, const T *restrict g, T *restrict m
     const T decay = (T)(1.0 - lr * wd), w = decoupled ? (T)0 : (T)wd;
     for (int64_t i = 0; i < n; i++) {
         if (decoupled) p[i] *= decay;
-        const T gi = g[i] + w * p[i];
+        const T gi = G(i) + w * p[i];
         m[i] = c1 * m[i] + d1 * gi;
         v[i] = c2 * v[i] + d2 * gi * gi;
         p[i] -= step * m[i] / (sqrt(v[i]) * rbc2 + e);
     }
 }
 
+#undef G
 #endif
