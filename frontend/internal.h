@@ -49,6 +49,7 @@ typedef struct dbr_trace {
     int32_t n_effects, effects_cap;
     void *cache;               /* dbr_plan_cache */
     int64_t breaks, flushes;
+    bool read_cut;             /* the last flush served a read */
     int64_t arena_bytes, lower_bound; /* of the last plan run */
 } dbr_trace;
 

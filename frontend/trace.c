@@ -111,6 +111,10 @@ dbr_tensor *dbr_trace_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *con
     char err[512];
     int32_t ids[DBR_MAX_SRC];
     dbr_graph *g = graph(ctx);
+    if (ctx->tr.read_cut) { /* recording goes on after a read: that read cut the graph */
+        ctx->tr.breaks++;
+        ctx->tr.read_cut = false;
+    }
     if (!g) {
         dbr_set_error(ctx, n->file, n->line, n->api, "out of memory recording the graph");
         return NULL;
@@ -582,7 +586,7 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
         tr->arena_bytes = p->arena_bytes;
         tr->lower_bound = p->lower_bound;
         tr->flushes++;
-        if (want) tr->breaks++;
+        tr->read_cut |= want != NULL;
     }
     free(bp);
     free(ps);
@@ -616,6 +620,7 @@ int dbr_trace_step_end(dbr_ctx *ctx) {
     tr->grads_pending = false;
     tr->n_effects = 0;
     tr->barrier = 0;
+    tr->read_cut = false;
     return rc;
 }
 
@@ -633,6 +638,17 @@ void dbr_trace_free(dbr_ctx *ctx) {
     free(tr->grad_vid);
     free(tr->effects);
     memset(tr, 0, sizeof *tr);
+}
+
+const struct dbr_graph *dbr_graph_of(dbr_ctx *ctx) {
+    if (!dbr_recording(ctx)) return NULL;
+    dbr_trace *tr = &ctx->tr;
+    char err[512];
+    if (tr->graph && tr->bwd_loss >= 0 && !tr->bwd_done && run_autodiff(ctx, err, sizeof err)) {
+        dbr_set_error(ctx, NULL, 0, "dbr_backward", "%s", err);
+        return NULL;
+    }
+    return graph(ctx);
 }
 
 void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out) {

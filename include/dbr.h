@@ -107,6 +107,12 @@ typedef struct dbr_stats {
 } dbr_stats;
 void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out);
 
+/* The current step's recorded IR graph (compiled and meta modes; NULL in
+ * eager mode), with the backward pass appended once dbr_backward was
+ * called. For tools that print or draw it (ir/graph.h describes it). */
+struct dbr_graph;
+const struct dbr_graph *dbr_graph_of(dbr_ctx *ctx);
+
 /* ---- shapes ----------------------------------------------------------- */
 /* DBR_SHAPE(2, 3) expands to `2, (const int64_t[]){2, 3}`: ndim, dims. The
  * macros that take a shape are variadic so DBR_SHAPE can fill two slots. */

@@ -2,7 +2,9 @@
  * with a progress bar (or plain lines, or one JSON object). Bad flags exit
  * 2; errors at run time (missing data, a failing op) exit 1. */
 #include "dbr.h"
+#include "ir/graph.h"
 #include "models.h"
+#include "tools/dot.h"
 
 #include <errno.h>
 #include <math.h>
@@ -28,6 +30,7 @@ static void usage_main(FILE *f) {
             "\n"
             "commands:\n"
             "  train     train a model from the zoo on Fashion-MNIST\n"
+            "  dot       draw a model's training-step graph (Graphviz: .svg, .png or .dot)\n"
             "  help      this text; `dbr <command> --help` explains a command\n"
             "  version   print the version\n");
 }
@@ -40,6 +43,8 @@ static void usage_train(FILE *f) {
             "wall time and peak memory.\n"
             "\n"
             "  --model NAME       model to train: %s (default mlp)\n"
+            "  --mode MODE        eager (each op runs at once) or compiled (record, compile once\n"
+            "                     per shape signature, replay over one arena); default eager\n"
             "  --epochs N         passes over the training set (default 1)\n"
             "  --batch B          mini-batch size (default 64)\n"
             "  --lr X             learning rate (default 0.0005 for adam/adamw, 0.01 for sgd/momentum)\n"
@@ -57,7 +62,7 @@ static void usage_train(FILE *f) {
 }
 
 typedef struct train_args {
-    const char *model, *optimizer, *data, *save;
+    const char *model, *optimizer, *data, *save, *mode;
     int64_t epochs, batch, steps;
     double lr, wd;
     uint64_t seed;
@@ -87,7 +92,7 @@ static int parse_int(const char *flag, const char *v, int64_t min, int64_t *out)
 }
 
 static int parse_train(int argc, char **argv, train_args *a) {
-    *a = (train_args){.model = "mlp", .optimizer = "adam", .epochs = 1, .batch = 64,
+    *a = (train_args){.model = "mlp", .optimizer = "adam", .mode = "eager", .epochs = 1, .batch = 64,
                       .steps = 0, .lr = 0, .seed = 0};
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -106,6 +111,10 @@ static int parse_train(int argc, char **argv, train_args *a) {
         if (!strcmp(f, "--model")) {
             if (!dbr_model_find(v)) return bad_flag("unknown model '%s' (known: %s)", v, dbr_model_names());
             a->model = v;
+        } else if (!strcmp(f, "--mode")) {
+            if (strcmp(v, "eager") && strcmp(v, "compiled"))
+                return bad_flag("unknown mode '%s' (known: %s)", v, "eager, compiled");
+            a->mode = v;
         } else if (!strcmp(f, "--optimizer")) {
             if (strcmp(v, "sgd") && strcmp(v, "momentum") && strcmp(v, "adam") && strcmp(v, "adamw"))
                 return bad_flag("unknown optimizer '%s' (known: %s)", v, "sgd, momentum, adam, adamw");
@@ -220,6 +229,7 @@ static int cmd_train(int argc, char **argv) {
     dbr_config cfg = dbr_config_default();
     cfg.seed = a.seed;
     cfg.threads = a.threads;
+    cfg.mode = strcmp(a.mode, "compiled") ? DBR_MODE_EAGER : DBR_MODE_COMPILED;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (!ctx) {
         fprintf(stderr, "dbr: out of memory\n");
@@ -271,9 +281,10 @@ static int cmd_train(int argc, char **argv) {
             dbr_tensor *x = dbr_input(ctx, DBR_F32, DBR_SHAPE(b, d), xb, false);
             dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(b), yb, false);
             dbr_tensor *logits = m->fn(ctx, x);
+            dbr_keep(logits); /* read after the update: no graph break in compiled mode */
             dbr_tensor *loss = dbr_cross_entropy(ctx, logits, y);
-            if (dbr_copy_out(ctx, logits, z, (size_t)b * 10 * sizeof *z) ||
-                dbr_backward(ctx, loss) || dbr_optim_step(ctx)) {
+            if (dbr_backward(ctx, loss) || dbr_optim_step(ctx) ||
+                dbr_copy_out(ctx, logits, z, (size_t)b * 10 * sizeof *z)) {
                 rc = fail(ctx);
                 dbr_step_end(ctx);
                 break;
@@ -301,6 +312,8 @@ static int cmd_train(int argc, char **argv) {
     }
     double train_s = now_s() - t0;
     int64_t peak = dbr_peak_bytes(ctx); /* of training; evaluation is not counted */
+    dbr_stats st;
+    dbr_stats_get(ctx, &st);
     double acc = rc ? 0 : evaluate(ctx, m->fn, &test, &rc);
     if (rc) {
         rc = fail(ctx);
@@ -313,16 +326,30 @@ static int cmd_train(int argc, char **argv) {
     if (a.json) {
         printf("{\"model\": \"%s\", \"optimizer\": \"%s\", \"lr\": %g, \"batch\": %lld, "
                "\"epochs\": %lld, \"steps\": %lld, \"final_loss\": %.6f, \"test_accuracy\": %.4f, "
-               "\"seconds\": %.3f, \"samples_per_s\": %.1f, \"peak_bytes\": %lld, \"seed\": %llu}\n",
+               "\"seconds\": %.3f, \"samples_per_s\": %.1f, \"peak_bytes\": %lld, \"seed\": %llu, "
+               "\"mode\": \"%s\", \"cache_hits\": %lld, \"cache_misses\": %lld, "
+               "\"compile_ms\": %.3f, \"graph_breaks\": %lld, \"arena_bytes\": %lld, "
+               "\"arena_lower_bound\": %lld}\n",
                a.model, a.optimizer, a.lr, (long long)a.batch, (long long)epochs_run,
                (long long)steps, final_loss, acc, train_s,
                (double)steps * (double)a.batch / (train_s > 0 ? train_s : 1e-9), (long long)peak,
-               (unsigned long long)a.seed);
+               (unsigned long long)a.seed, a.mode, (long long)st.cache_hits,
+               (long long)st.cache_misses, st.compile_ms, (long long)st.graph_breaks,
+               (long long)st.arena_bytes, (long long)st.arena_lower_bound);
     } else {
         char pb[32];
         human_bytes(peak, pb, sizeof pb);
         printf("model %s: %lld steps in %.1f s, final loss %.4f, test accuracy %.2f%%, peak %s\n",
                a.model, (long long)steps, train_s, final_loss, 100 * acc, pb);
+        if (cfg.mode == DBR_MODE_COMPILED) {
+            char ab[32], lb[32];
+            human_bytes(st.arena_bytes, ab, sizeof ab);
+            human_bytes(st.arena_lower_bound, lb, sizeof lb);
+            printf("compiled: plan cache %lld hits, %lld misses (%lld plans, %.2f ms compiling), "
+                   "%lld graph breaks, arena %s (lower bound %s)\n",
+                   (long long)st.cache_hits, (long long)st.cache_misses, (long long)st.plans,
+                   st.compile_ms, (long long)st.graph_breaks, ab, lb);
+        }
     }
 out:
     free(xb);
@@ -331,6 +358,95 @@ out:
     dbr_loader_free(ld);
     dbr_dataset_free(&train);
     dbr_dataset_free(&test);
+    dbr_ctx_free(ctx);
+    return rc;
+}
+
+static void usage_dot(FILE *f) {
+    fprintf(f,
+            "usage: dbr dot [flags] -o FILE\n"
+            "\n"
+            "Records one training step of a zoo model in meta mode (shapes only, no data, so\n"
+            "any batch size fits) and draws its graph: forward and backward nodes in distinct\n"
+            "colours, labels with op, shape, bytes and the model's file:line, parameters named.\n"
+            "\n"
+            "  --model NAME       %s (default mlp)\n"
+            "  --batch B          batch size (default 64)\n"
+            "  --forward-only     leave out the backward pass\n"
+            "  --layer PREFIX     only nodes reading parameters whose names start with PREFIX\n"
+            "                     (plus their neighbours, faded)\n"
+            "  -o, --output FILE  .svg, .png (rendered by Graphviz) or .dot (the DOT text)\n"
+            "  -h, --help         this text\n",
+            dbr_model_names());
+}
+
+static int cmd_dot(int argc, char **argv) {
+    const char *model = "mlp", *out = NULL;
+    int64_t batch = 64;
+    dbr_dot_opts o = {0};
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
+            usage_dot(stdout);
+            return 0;
+        }
+        if (!strcmp(f, "--forward-only")) {
+            o.forward_only = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "dbr dot: flag %s needs a value (see `dbr dot --help`)\n", f);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (!strcmp(f, "--model")) {
+            if (!dbr_model_find(v)) {
+                fprintf(stderr, "dbr dot: unknown model '%s' (known: %s)\n", v, dbr_model_names());
+                return 2;
+            }
+            model = v;
+        } else if (!strcmp(f, "--batch")) {
+            if (parse_int(f, v, 1, &batch)) return 2;
+        } else if (!strcmp(f, "--layer")) {
+            o.layer = v;
+        } else if (!strcmp(f, "-o") || !strcmp(f, "--output")) {
+            out = v;
+        } else {
+            fprintf(stderr, "dbr dot: unknown flag '%s' (see `dbr dot --help`)\n", f);
+            return 2;
+        }
+    }
+    if (!out) {
+        fprintf(stderr, "dbr dot: -o FILE is required (see `dbr dot --help`)\n");
+        return 2;
+    }
+    dbr_config cfg = dbr_config_default();
+    cfg.mode = DBR_MODE_META;
+    dbr_ctx *ctx = dbr_ctx_new(&cfg);
+    if (!ctx) return 1;
+    const dbr_model_info *m = dbr_model_find(model);
+    dbr_step_begin(ctx);
+    dbr_tensor *x = dbr_input(ctx, DBR_F32, DBR_SHAPE(batch, 784), NULL, false);
+    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(batch), NULL, false);
+    dbr_tensor *loss = dbr_cross_entropy(ctx, m->fn(ctx, x), y);
+    if (!o.forward_only) dbr_backward(ctx, loss);
+    const dbr_graph *g = dbr_error(ctx) ? NULL : dbr_graph_of(ctx);
+    int rc = 0;
+    if (!g) {
+        rc = fail(ctx);
+    } else {
+        char title[128], err[512];
+        snprintf(title, sizeof title, "%s, batch %lld: %d nodes", model, (long long)batch,
+                 g->n_nodes);
+        o.title = title;
+        if (dbr_dot_write(g, &o, out, err, sizeof err)) {
+            fprintf(stderr, "dbr dot: %s\n", err);
+            rc = 1;
+        } else {
+            printf("wrote %s (%d nodes)\n", out, g->n_nodes);
+        }
+    }
+    dbr_step_end(ctx);
     dbr_ctx_free(ctx);
     return rc;
 }
@@ -350,6 +466,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "dot")) return cmd_dot(argc - 2, argv + 2);
     fprintf(stderr, "dbr: unknown command '%s'\n", cmd);
     usage_main(stderr);
     return 2;

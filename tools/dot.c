@@ -1,0 +1,534 @@
+/* dot.c: an IR graph as DOT text (selection by phase and by layer, labels,
+ * colours, legend), written to .dot or rendered to .svg/.png with libgvc,
+ * always through a temporary file renamed into place. */
+#include "tools/dot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#ifdef DBR_HAVE_GRAPHVIZ
+#include <gvc.h>
+#include <pthread.h>
+#endif
+
+#define FADED_FONT "#aaaaaa"
+#define FADED_LINE "#cccccc"
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* ---- a growing string; out of memory is remembered and checked once ---- */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static bool sb_reserve(sbuf *b, size_t extra) {
+    if (b->oom) return false;
+    if (b->len + extra + 1 <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !sb_reserve(b, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* s inside a DOT double-quoted string: quotes and backslashes escaped,
+ * newlines as DOT's \n, other control characters dropped. */
+static void sb_escaped(sbuf *b, const char *s) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            sb_printf(b, "\\%c", c);
+        else if (c == '\n')
+            sb_printf(b, "\\n");
+        else if (c >= 0x20)
+            sb_printf(b, "%c", c);
+    }
+}
+
+/* ---- labels ------------------------------------------------------------- */
+
+static void human_bytes(uint64_t bytes, char *buf, size_t n) {
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    if (bytes < 1024) {
+        snprintf(buf, n, "%llu B", (unsigned long long)bytes);
+        return;
+    }
+    double x = (double)bytes;
+    int u = 0;
+    while (x >= 1024.0 && u < 5) x /= 1024.0, u++;
+    char num[32];
+    snprintf(num, sizeof num, "%.1f", x);
+    size_t len = strlen(num);
+    if (len > 2 && !strcmp(num + len - 2, ".0")) num[len - 2] = '\0';
+    snprintf(buf, n, "%s %s", num, unit[u]);
+}
+
+/* "f32[64,512]\n128 KiB" (DOT escapes) for a value's type. */
+static void sb_type(sbuf *b, const dbr_tinfo *t) {
+    char shape[256], size[32];
+    dbr_shape_str(t, shape, sizeof shape);
+    int64_t numel = dbr_tinfo_numel(t);
+    human_bytes((uint64_t)(numel > 0 ? numel : 0) * dbr_dt_size(t->dtype), size, sizeof size);
+    sb_printf(b, "%s%s\\n%s", dbr_dt_name(t->dtype), shape, size);
+}
+
+static const char *basename_of(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+static const char *phase_color(dbr_phase p) {
+    switch (p) {
+    case DBR_PH_FWD: return DBR_DOT_FWD_COLOR;
+    case DBR_PH_BWD: return DBR_DOT_BWD_COLOR;
+    case DBR_PH_OPT: return DBR_DOT_OPT_COLOR;
+    }
+    return DBR_DOT_FWD_COLOR;
+}
+
+/* ---- selection ---------------------------------------------------------- */
+
+enum { HIDE, SHOW, FADE };
+
+typedef struct sel {
+    uint8_t *node; /* per node: HIDE, SHOW or FADE */
+    uint8_t *leaf; /* per value: 1 when a leaf is drawn */
+} sel;
+
+static bool name_matches(const dbr_value *v, const char *prefix) {
+    return (v->kind == DBR_V_PARAM || v->kind == DBR_V_BUFFER) && v->name &&
+           !strncmp(v->name, prefix, strlen(prefix));
+}
+
+static bool is_leaf(const dbr_value *v) { return v->kind != DBR_V_INTER; }
+
+static int check_graph(const dbr_graph *g, char *err, size_t errlen) {
+    if (g->n_vals < 0 || g->n_nodes < 0 || (g->n_vals && !g->vals) || (g->n_nodes && !g->nodes))
+        return fail(err, errlen, "malformed graph: bad array sizes");
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        const dbr_inode *n = &g->nodes[i];
+        if ((unsigned)n->op >= DBR_OP_COUNT || n->n_in < 0 || n->n_in > DBR_MAX_SRC)
+            return fail(err, errlen, "malformed graph: node %d has a bad op or arity", (int)i);
+        if (n->out < 0 || n->out >= g->n_vals)
+            return fail(err, errlen, "malformed graph: node %d writes value %d, out of range",
+                        (int)i, (int)n->out);
+        for (int k = 0; k < n->n_in; k++) {
+            int32_t v = n->in[k];
+            if (v < 0 || v >= g->n_vals)
+                return fail(err, errlen, "malformed graph: node %d reads value %d, out of range",
+                            (int)i, (int)v);
+            int32_t p = g->vals[v].producer;
+            if (!is_leaf(&g->vals[v]) && (p < 0 || p >= g->n_nodes))
+                return fail(err, errlen, "malformed graph: value %d has no producer", (int)v);
+        }
+    }
+    return 0;
+}
+
+static int select_parts(const dbr_graph *g, const dbr_dot_opts *o, sel *s, char *err,
+                        size_t errlen) {
+    s->node = calloc((size_t)g->n_nodes + 1, 1);
+    s->leaf = calloc((size_t)g->n_vals + 1, 1);
+    uint8_t *read = calloc((size_t)g->n_vals + 1, 1); /* leaf read by any node */
+    if (!s->node || !s->leaf || !read) {
+        free(read);
+        return fail(err, errlen, "out of memory drawing a graph of %d nodes", (int)g->n_nodes);
+    }
+#define PHASE_OK(i) (!o->forward_only || g->nodes[i].phase == DBR_PH_FWD)
+    for (int32_t i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++) read[g->nodes[i].in[k]] = 1;
+
+    if (!o->layer) {
+        for (int32_t i = 0; i < g->n_nodes; i++) s->node[i] = PHASE_OK(i) ? SHOW : HIDE;
+    } else {
+        bool any = false;
+        for (int32_t v = 0; v < g->n_vals && !any; v++) any = name_matches(&g->vals[v], o->layer);
+        if (!any) {
+            free(read);
+            return fail(err, errlen, "no parameter or buffer name starts with \"%s\"", o->layer);
+        }
+        for (int32_t i = 0; i < g->n_nodes; i++) {
+            if (!PHASE_OK(i)) continue;
+            for (int k = 0; k < g->nodes[i].n_in; k++)
+                if (name_matches(&g->vals[g->nodes[i].in[k]], o->layer)) s->node[i] = SHOW;
+        }
+        /* Context: producers of what SHOW nodes read, readers of what they
+         * write; one step only, so FADE never spreads. */
+        for (int32_t i = 0; i < g->n_nodes; i++) {
+            if (s->node[i] == SHOW) {
+                for (int k = 0; k < g->nodes[i].n_in; k++) {
+                    int32_t p = g->vals[g->nodes[i].in[k]].producer;
+                    if (p >= 0 && s->node[p] == HIDE && PHASE_OK(p)) s->node[p] = FADE;
+                }
+            } else if (s->node[i] == HIDE && PHASE_OK(i)) {
+                for (int k = 0; k < g->nodes[i].n_in; k++) {
+                    int32_t p = g->vals[g->nodes[i].in[k]].producer;
+                    if (p >= 0 && s->node[p] == SHOW) s->node[i] = FADE;
+                }
+            }
+        }
+    }
+#undef PHASE_OK
+    /* Leaves: those a SHOW node reads; unread ones only in a full drawing. */
+    for (int32_t i = 0; i < g->n_nodes; i++)
+        if (s->node[i] == SHOW)
+            for (int k = 0; k < g->nodes[i].n_in; k++)
+                if (is_leaf(&g->vals[g->nodes[i].in[k]])) s->leaf[g->nodes[i].in[k]] = 1;
+    if (!o->layer)
+        for (int32_t v = 0; v < g->n_vals; v++)
+            if (is_leaf(&g->vals[v]) && !read[v]) s->leaf[v] = 1;
+    free(read);
+    return 0;
+}
+
+/* ---- the DOT text -------------------------------------------------------- */
+
+static void emit_leaf(sbuf *b, const dbr_graph *g, int32_t v) {
+    const dbr_value *x = &g->vals[v];
+    const char *pen = x->is_output ? ", penwidth=2" : "";
+    switch (x->kind) {
+    case DBR_V_PARAM:
+    case DBR_V_BUFFER:
+        sb_printf(b, "  v%d [shape=ellipse, style=filled, fillcolor=\"%s\"%s, tooltip=\"%%%d %s\", "
+                     "label=\"",
+                  (int)v, x->kind == DBR_V_PARAM ? DBR_DOT_PARAM_COLOR : DBR_DOT_BUFFER_COLOR, pen,
+                  (int)v, x->kind == DBR_V_PARAM ? "param" : "buffer");
+        if (x->name)
+            sb_escaped(b, x->name);
+        else
+            sb_printf(b, "%s #%d", x->kind == DBR_V_PARAM ? "param" : "buffer", (int)x->slot);
+        sb_printf(b, "\\n");
+        break;
+    case DBR_V_INPUT:
+        sb_printf(b, "  v%d [shape=ellipse, style=filled, fillcolor=\"%s\"%s, tooltip=\"%%%d input\", "
+                     "label=\"input %d\\n",
+                  (int)v, DBR_DOT_INPUT_COLOR, pen, (int)v, (int)x->slot);
+        break;
+    case DBR_V_CONST:
+        sb_printf(b, "  v%d [shape=plaintext, fontsize=8, width=0, height=0, margin=0, "
+                     "tooltip=\"%%%d const\", label=\"%g\"];\n",
+                  (int)v, (int)v, x->cval);
+        return;
+    case DBR_V_INTER:
+        return;
+    }
+    sb_type(b, &x->t);
+    sb_printf(b, "\"];\n");
+}
+
+static void emit_node(sbuf *b, const dbr_graph *g, int32_t i, bool faded) {
+    const dbr_inode *n = &g->nodes[i];
+    const dbr_value *x = &g->vals[n->out];
+    sb_printf(b, "  v%d [shape=box, style=\"filled%s\", fillcolor=\"%s\"", (int)n->out,
+              faded ? ",dashed" : "", faded ? DBR_DOT_CONTEXT_COLOR : phase_color(n->phase));
+    if (faded) sb_printf(b, ", color=\"%s\", fontcolor=\"%s\"", FADED_LINE, FADED_FONT);
+    if (x->is_output) sb_printf(b, ", penwidth=2");
+    sb_printf(b, ", tooltip=\"%%%d", (int)n->out);
+    if (n->api) {
+        sb_printf(b, " ");
+        sb_escaped(b, n->api);
+    }
+    sb_printf(b, "\", label=\"%s\\n", dbr_ops[n->op].name);
+    sb_type(b, &x->t);
+    if (n->file) {
+        sb_printf(b, "\\n");
+        sb_escaped(b, basename_of(n->file));
+        sb_printf(b, ":%d", (int)n->line);
+    }
+    sb_printf(b, "\"];\n");
+}
+
+static void emit_legend(sbuf *b, const dbr_graph *g, const sel *s) {
+    bool phase[3] = {false, false, false}, kind[5] = {false, false, false, false, false};
+    bool context = false;
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        if (s->node[i] == SHOW && (unsigned)g->nodes[i].phase <= DBR_PH_OPT)
+            phase[g->nodes[i].phase] = true;
+        context |= s->node[i] == FADE;
+    }
+    for (int32_t v = 0; v < g->n_vals; v++)
+        if (s->leaf[v] && (unsigned)g->vals[v].kind <= DBR_V_INTER)
+            kind[g->vals[v].kind] = true;
+
+    bool any = context;
+    for (int p = 0; p < 3; p++) any |= phase[p];
+    for (int k = 0; k < 5; k++) any |= kind[k];
+    if (!any) return; /* an empty drawing */
+
+    /* Its own top row (rank=source), in order (invisible flat edges); not
+     * a cluster: Graphviz 2.43 leaks memory in mincross for every cluster. */
+    sb_printf(b, "  subgraph legend {\n"
+                 "    rank=source;\n"
+                 "    node [fontsize=9, height=0.3];\n"
+                 "    legend_title [shape=plaintext, fontsize=10, label=\"legend:\"];\n");
+    static const char *const pname[3] = {"forward", "backward", "optimizer"};
+    static const char *const pkey[3] = {"fwd", "bwd", "opt"};
+    const char *keys[10] = {"title"};
+    int n = 1;
+    for (int p = 0; p < 3; p++)
+        if (phase[p]) {
+            sb_printf(b, "    legend_%s [shape=box, style=filled, fillcolor=\"%s\", label=\"%s\"];\n",
+                      pkey[p], phase_color((dbr_phase)p), pname[p]);
+            keys[n++] = pkey[p];
+        }
+    if (context) {
+        sb_printf(b, "    legend_ctx [shape=box, style=\"filled,dashed\", fillcolor=\"%s\", "
+                     "color=\"%s\", fontcolor=\"%s\", label=\"context\"];\n",
+                  DBR_DOT_CONTEXT_COLOR, FADED_LINE, FADED_FONT);
+        keys[n++] = "ctx";
+    }
+    if (kind[DBR_V_PARAM]) {
+        sb_printf(b, "    legend_param [shape=ellipse, style=filled, fillcolor=\"%s\", "
+                     "label=\"parameter\"];\n", DBR_DOT_PARAM_COLOR);
+        keys[n++] = "param";
+    }
+    if (kind[DBR_V_BUFFER]) {
+        sb_printf(b, "    legend_buffer [shape=ellipse, style=filled, fillcolor=\"%s\", "
+                     "label=\"buffer\"];\n", DBR_DOT_BUFFER_COLOR);
+        keys[n++] = "buffer";
+    }
+    if (kind[DBR_V_INPUT]) {
+        sb_printf(b, "    legend_input [shape=ellipse, style=filled, fillcolor=\"%s\", "
+                     "label=\"input\"];\n", DBR_DOT_INPUT_COLOR);
+        keys[n++] = "input";
+    }
+    if (kind[DBR_V_CONST]) {
+        sb_printf(b, "    legend_const [shape=plaintext, fontsize=8, label=\"constant\"];\n");
+        keys[n++] = "const";
+    }
+    sb_printf(b, "    ");
+    for (int k = 0; k < n; k++) sb_printf(b, k ? " -> legend_%s" : "legend_%s", keys[k]);
+    sb_printf(b, " [style=invis];\n  }\n");
+}
+
+static void build_text(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, const sel *s) {
+    sb_printf(b, "digraph dbr {\n"
+                 "  graph [rankdir=TB, fontname=\"Helvetica\", nodesep=0.25, ranksep=0.35");
+    if (o->title) {
+        sb_printf(b, ", labelloc=t, fontsize=14, label=\"");
+        sb_escaped(b, o->title);
+        sb_printf(b, "\"");
+    }
+    sb_printf(b, "];\n"
+                 "  node [fontname=\"Helvetica\", fontsize=10];\n"
+                 "  edge [arrowsize=0.6];\n");
+    emit_legend(b, g, s);
+    for (int32_t v = 0; v < g->n_vals; v++)
+        if (s->leaf[v]) emit_leaf(b, g, v);
+    for (int32_t i = 0; i < g->n_nodes; i++)
+        if (s->node[i] != HIDE) emit_node(b, g, i, s->node[i] == FADE);
+    for (int32_t i = 0; i < g->n_nodes; i++) {
+        if (s->node[i] == HIDE) continue;
+        const dbr_inode *n = &g->nodes[i];
+        for (int k = 0; k < n->n_in; k++) {
+            int32_t v = n->in[k];
+            bool dup = false;
+            for (int j = 0; j < k; j++) dup |= n->in[j] == v;
+            if (dup) continue; /* mul(x, x): one arrow */
+            int32_t p = g->vals[v].producer;
+            bool from = is_leaf(&g->vals[v]) ? s->leaf[v] : s->node[p] != HIDE;
+            if (!from) continue;
+            bool faded = s->node[i] == FADE || (!is_leaf(&g->vals[v]) && s->node[p] == FADE);
+            sb_printf(b, "  v%d -> v%d%s;\n", (int)v, (int)n->out,
+                      faded ? " [color=\"" FADED_LINE "\"]" : "");
+        }
+    }
+    sb_printf(b, "}\n");
+}
+
+/* ---- output -------------------------------------------------------------- */
+
+typedef enum { FMT_DOT, FMT_SVG, FMT_PNG } fmt;
+
+/* A fresh file next to path, created exclusively; its name goes to tmp. */
+static FILE *open_temp(const char *path, char *tmp, size_t tmplen, char *err, size_t errlen) {
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int n = snprintf(tmp, tmplen, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
+        if (n < 0 || (size_t)n >= tmplen) {
+            fail(err, errlen, "path too long: '%s'", path);
+            return NULL;
+        }
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno == EEXIST) continue;
+        if (fd < 0) {
+            fail(err, errlen, "cannot write '%s': %s", path, strerror(errno));
+            return NULL;
+        }
+        FILE *f = fdopen(fd, "wb");
+        if (!f) {
+            fail(err, errlen, "cannot write '%s': %s", path, strerror(errno));
+            close(fd);
+            unlink(tmp);
+        }
+        return f;
+    }
+    fail(err, errlen, "cannot write '%s': too many stale temporary files beside it", path);
+    return NULL;
+}
+
+#ifdef DBR_HAVE_GRAPHVIZ
+/* Graphviz reports through a process-wide hook; keep the first message. */
+static _Thread_local char gv_msg[256];
+
+static int gv_error(char *msg) {
+    if (!gv_msg[0]) {
+        snprintf(gv_msg, sizeof gv_msg, "%s", msg);
+        size_t n = strlen(gv_msg);
+        while (n && (gv_msg[n - 1] == '\n' || gv_msg[n - 1] == ' ')) gv_msg[--n] = '\0';
+    }
+    return 0;
+}
+
+/* One context for the process, never freed: Graphviz 2.43's pango plugin
+ * keeps a pointer to the last font name, which the context owns, so a
+ * second context would compare against freed memory. */
+static GVC_t *gv_ctx;
+static void gv_init(void) { gv_ctx = gvContext(); }
+
+static int render(const char *text, fmt f, FILE *out, char *err, size_t errlen) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const char *name = f == FMT_SVG ? "svg" : "png";
+    gv_msg[0] = '\0';
+    agusererrf old_hook = agseterrf(gv_error);
+    agerrlevel_t old_level = agseterr(AGERR); /* warnings are not failures */
+    int rc = -1;
+    pthread_once(&once, gv_init);
+    GVC_t *gvc = gv_ctx;
+    Agraph_t *gr = gvc ? agmemread(text) : NULL;
+    if (!gvc)
+        fail(err, errlen, "Graphviz: cannot create a context");
+    else if (!gr)
+        fail(err, errlen, "Graphviz cannot read the graph: %s", gv_msg[0] ? gv_msg : "parse error");
+    else if (gvLayout(gvc, gr, "dot"))
+        fail(err, errlen, "Graphviz layout failed: %s", gv_msg[0] ? gv_msg : "unknown error");
+    else {
+        if (gvRender(gvc, gr, name, out))
+            fail(err, errlen, "Graphviz cannot render %s: %s", name,
+                 gv_msg[0] ? gv_msg : "no renderer for this format");
+        else
+            rc = 0;
+        gvFreeLayout(gvc, gr);
+    }
+    if (gr) agclose(gr);
+    agseterr(old_level);
+    agseterrf(old_hook);
+    return rc;
+}
+#endif
+
+static int write_file(const char *text, size_t len, fmt f, const char *path, char *err,
+                      size_t errlen) {
+    size_t tmplen = strlen(path) + 64;
+    char *tmp = malloc(tmplen);
+    if (!tmp) return fail(err, errlen, "out of memory");
+    FILE *out = open_temp(path, tmp, tmplen, err, errlen);
+    if (!out) {
+        free(tmp);
+        return -1;
+    }
+    int rc = 0;
+    if (f == FMT_DOT) {
+        if (fwrite(text, 1, len, out) != len)
+            rc = fail(err, errlen, "error writing '%s': %s", tmp, strerror(errno));
+    } else {
+#ifdef DBR_HAVE_GRAPHVIZ
+        rc = render(text, f, out, err, errlen);
+#else
+        (void)text;
+        rc = -1;
+#endif
+    }
+    if (!rc && fflush(out))
+        rc = fail(err, errlen, "error writing '%s': %s", tmp, strerror(errno));
+    if (fclose(out) && !rc) rc = fail(err, errlen, "error writing '%s': %s", tmp, strerror(errno));
+    if (!rc && rename(tmp, path))
+        rc = fail(err, errlen, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    if (rc) unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+static int format_of(const char *path, fmt *f, char *err, size_t errlen) {
+    const char *slash = strrchr(path, '/');
+    const char *dot = strrchr(slash ? slash + 1 : path, '.');
+    if (dot && !strcasecmp(dot, ".dot"))
+        *f = FMT_DOT;
+    else if (dot && !strcasecmp(dot, ".svg"))
+        *f = FMT_SVG;
+    else if (dot && !strcasecmp(dot, ".png"))
+        *f = FMT_PNG;
+    else
+        return fail(err, errlen, "cannot tell the format of '%s': use a .dot, .svg or .png name",
+                    path);
+#ifndef DBR_HAVE_GRAPHVIZ
+    if (*f != FMT_DOT)
+        return fail(err, errlen,
+                    "cannot write '%s': dbr was built without Graphviz (libgvc); write a .dot "
+                    "file and render it with `dot -T%s`",
+                    path, *f == FMT_SVG ? "svg" : "png");
+#endif
+    return 0;
+}
+
+int dbr_dot_write(const dbr_graph *g, const dbr_dot_opts *o, const char *path, char *err,
+                  size_t errlen) {
+    static const dbr_dot_opts defaults = {false, NULL, NULL};
+    if (!o) o = &defaults;
+    if (!g) return fail(err, errlen, "no graph to draw");
+    if (!path || !*path) return fail(err, errlen, "no output path given");
+    fmt f = FMT_DOT;
+    if (format_of(path, &f, err, errlen) || check_graph(g, err, errlen)) return -1;
+
+    sel s = {NULL, NULL};
+    sbuf b = {NULL, 0, 0, false};
+    int rc = select_parts(g, o, &s, err, errlen);
+    if (!rc) {
+        build_text(&b, g, o, &s);
+        if (b.oom)
+            rc = fail(err, errlen, "out of memory drawing a graph of %d nodes", (int)g->n_nodes);
+        else
+            rc = write_file(b.p, b.len, f, path, err, errlen);
+    }
+    free(b.p);
+    free(s.node);
+    free(s.leaf);
+    return rc;
+}

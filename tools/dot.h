@@ -1,0 +1,42 @@
+/* dot.h: drawing an IR graph with Graphviz: DOT text, or SVG/PNG rendered
+ * through libgvc when dbr was built with it (DBR_HAVE_GRAPHVIZ). */
+#ifndef DBR_TOOLS_DOT_H
+#define DBR_TOOLS_DOT_H
+
+#include "ir/graph.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Fill colours, one per phase and per kind of leaf (the legend shows the
+ * ones a drawing uses). */
+#define DBR_DOT_FWD_COLOR "#dae8fc"     /* light blue */
+#define DBR_DOT_BWD_COLOR "#f8cecc"     /* light red */
+#define DBR_DOT_OPT_COLOR "#d5e8d4"     /* light green */
+#define DBR_DOT_PARAM_COLOR "#fff2cc"   /* light yellow */
+#define DBR_DOT_BUFFER_COLOR "#e1d5e7"  /* light purple */
+#define DBR_DOT_INPUT_COLOR "#ffffff"
+#define DBR_DOT_CONTEXT_COLOR "#f5f5f5" /* faded nodes around a layer */
+
+typedef struct dbr_dot_opts {
+    bool forward_only;  /* drop BWD and OPT nodes, and leaves only they read */
+    const char *layer;  /* parameter-name prefix filter, or NULL for all */
+    const char *title;  /* caption, or NULL */
+} dbr_dot_opts;
+
+/* Draw g into path; the format is path's extension: .dot (the DOT text),
+ * .svg or .png (laid out with Graphviz's dot). Nodes are boxes labelled
+ * "op\nf32[64,512]\n128 KiB\nmodel.c:42", filled by phase; parameters and
+ * buffers are ellipses with their name, inputs ellipses, constants small
+ * plain text; values read after the step have a thick border. With layer,
+ * only nodes reading a parameter or buffer whose name starts with it are
+ * kept, plus their direct producers and consumers, faded.
+ * The file is written next to path under a temporary name and renamed, so
+ * path is either the whole drawing or untouched. o may be NULL (defaults).
+ * Returns 0, or -1 with a message in err (unknown extension, unwritable
+ * folder, no parameter matching layer, Graphviz failing or missing).
+ * Not thread-safe while rendering: Graphviz's error hook is global. */
+int dbr_dot_write(const dbr_graph *g, const dbr_dot_opts *o, const char *path, char *err,
+                  size_t errlen);
+
+#endif
