@@ -19,6 +19,10 @@ typedef struct dbr_model_info {
     const char *name;
     dbr_model_fn fn;
     const char *about;
+    /* the training recipe `dbr train` uses unless told otherwise (measured
+     * in bench/RESULTS.md): optimizer name and learning rate */
+    const char *optimizer;
+    double lr;
 } dbr_model_info;
 /* NULL if unknown. */
 const dbr_model_info *dbr_model_find(const char *name);

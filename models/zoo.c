@@ -4,8 +4,8 @@
 #include <string.h>
 
 static const dbr_model_info zoo[] = {
-    {"mlp", dbr_model_mlp, "784-512-512-10 perceptron with ReLU"},
-    {"cnn", dbr_model_cnn, "2x (conv3x3-bn-relu-maxpool) + linear, for 28x28 images"},
+    {"mlp", dbr_model_mlp, "784-512-512-10 perceptron with ReLU", "adam", 5e-4},
+    {"cnn", dbr_model_cnn, "2x (conv3x3-bn-relu-maxpool) + linear, for 28x28 images", "momentum", 0.02},
 };
 
 const dbr_model_info *dbr_model_find(const char *name) {

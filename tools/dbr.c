@@ -47,8 +47,10 @@ static void usage_train(FILE *f) {
             "                     per shape signature, replay over one arena); default eager\n"
             "  --epochs N         passes over the training set (default 1)\n"
             "  --batch B          mini-batch size (default 64)\n"
-            "  --lr X             learning rate (default 0.0005 for adam/adamw, 0.01 for sgd/momentum)\n"
-            "  --optimizer NAME   sgd | momentum | adam | adamw (default adam; momentum is 0.9)\n"
+            "  --optimizer NAME   sgd | momentum | adam | adamw (momentum is 0.9); default: the\n"
+            "                     model's recipe (mlp: adam, lr 0.0005; cnn: momentum, lr 0.02)\n"
+            "  --lr X             learning rate (default: the recipe's, or 0.001 for adam/adamw\n"
+            "                     and 0.01 for sgd/momentum when --optimizer is given)\n"
             "  --weight-decay X   L2 weight decay (decoupled for adamw; default 0)\n"
             "  --seed S           seed for initialization and shuffling (default 0)\n"
             "  --steps K          stop after K training steps in total (default: all epochs)\n"
@@ -92,7 +94,7 @@ static int parse_int(const char *flag, const char *v, int64_t min, int64_t *out)
 }
 
 static int parse_train(int argc, char **argv, train_args *a) {
-    *a = (train_args){.model = "mlp", .optimizer = "adam", .mode = "eager", .epochs = 1, .batch = 64,
+    *a = (train_args){.model = "mlp", .optimizer = NULL, .mode = "eager", .epochs = 1, .batch = 64,
                       .steps = 0, .lr = 0, .seed = 0};
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -154,7 +156,13 @@ static int parse_train(int argc, char **argv, train_args *a) {
             return bad_flag("unknown flag '%s'%s", f, "");
         }
     }
-    if (a->lr == 0) a->lr = strncmp(a->optimizer, "adam", 4) == 0 ? 5e-4 : 0.01;
+    /* the model's recipe fills what the flags leave open */
+    const dbr_model_info *m = dbr_model_find(a->model);
+    if (!a->optimizer) {
+        a->optimizer = m->optimizer;
+        if (a->lr == 0) a->lr = m->lr;
+    }
+    if (a->lr == 0) a->lr = strncmp(a->optimizer, "adam", 4) == 0 ? 1e-3 : 0.01;
     return 0;
 }
 

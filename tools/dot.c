@@ -293,10 +293,12 @@ static void emit_legend(sbuf *b, const dbr_graph *g, const sel *s) {
     for (int k = 0; k < 5; k++) any |= kind[k];
     if (!any) return; /* an empty drawing */
 
-    /* Its own top row (rank=source), in order (invisible flat edges); not
-     * a cluster: Graphviz 2.43 leaks memory in mincross for every cluster. */
+    /* One row, in order: invisible flat edges make it one component, which
+     * dot lays out beside the graph, never interleaved with it. Neither a
+     * cluster nor rank=source/min: Graphviz 2.43 leaks memory in mincross
+     * for every cluster and in dot_rank for those ranks. */
     sb_printf(b, "  subgraph legend {\n"
-                 "    rank=source;\n"
+                 "    rank=same;\n"
                  "    node [fontsize=9, height=0.3];\n"
                  "    legend_title [shape=plaintext, fontsize=10, label=\"legend:\"];\n");
     static const char *const pname[3] = {"forward", "backward", "optimizer"};
