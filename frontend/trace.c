@@ -612,6 +612,8 @@ int dbr_trace_step_end(dbr_ctx *ctx) {
     if (ctx->cfg.mode == DBR_MODE_COMPILED && !ctx->bad_config &&
         ((tr->bwd_loss >= 0 && !tr->bwd_done) || tr->grads_pending || tr->n_effects))
         rc = dbr_trace_flush(ctx, NULL, NULL, 0);
+    /* the step's tensors die now: forget them before the next step reuses ids */
+    if (tr->vt) memset(tr->vt, 0, (size_t)tr->vt_cap * sizeof *tr->vt);
     if (tr->graph) dbr_graph_clear(tr->graph);
     tr->gen++;
     tr->n_inputs = 0;
