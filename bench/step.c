@@ -107,6 +107,8 @@ static int bench_model(const bench_opts *o, const char *name) {
             loss0 = l;
     }
     dbr_reset_peak(ctx);
+    dbr_stats s0, s1;
+    dbr_stats_get(ctx, &s0);
     for (int i = 0; i < steps; i++) {
         double t0 = now_ms();
         if (train_step(ctx, m, batch, xs, ys, 0) < 0.0)
@@ -114,6 +116,10 @@ static int bench_model(const bench_opts *o, const char *name) {
         ms[i] = now_ms() - t0;
     }
     int64_t peak = dbr_peak_bytes(ctx);
+    dbr_stats_get(ctx, &s1);
+    /* compiled mode: host time per step spent recording, cutting, hashing
+     * and looking up the plan (0 in eager mode) */
+    double overhead = (s1.host_ms - s0.host_ms) / steps;
     double loss1 = train_step(ctx, m, batch, xs, ys, 1);  /* untimed: the loss now */
     if (loss1 < 0.0)
         goto fail;
@@ -126,10 +132,14 @@ static int bench_model(const bench_opts *o, const char *name) {
     printf("{\"impl\": \"dbr\", \"model\": \"%s\", \"batch\": %lld, \"threads\": %d, "
            "\"mode\": \"%s\", \"warmup\": %d, \"steps\": %d, \"median_ms\": %.3f, "
            "\"min_ms\": %.3f, \"mean_ms\": %.3f, \"peak_bytes\": %lld, "
-           "\"loss_first\": %.5f, \"loss_last\": %.5f}\n",
+           "\"loss_first\": %.5f, \"loss_last\": %.5f, \"overhead_ms\": %.4f, "
+           "\"cache_hits\": %lld, \"cache_misses\": %lld, \"arena_bytes\": %lld, "
+           "\"arena_lower_bound\": %lld}\n",
            name, (long long)batch, o->threads,
            o->mode == DBR_MODE_COMPILED ? "compiled" : "eager", o->warmup, steps, median,
-           ms[0], sum / steps, (long long)peak, loss0, loss1);
+           ms[0], sum / steps, (long long)peak, loss0, loss1, overhead,
+           (long long)s1.cache_hits, (long long)s1.cache_misses, (long long)s1.arena_bytes,
+           (long long)s1.arena_lower_bound);
     fflush(stdout);
     status = 0;
     goto done;

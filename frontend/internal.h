@@ -50,6 +50,7 @@ typedef struct dbr_trace {
     void *cache;               /* dbr_plan_cache */
     int64_t breaks, flushes;
     bool read_cut;             /* the last flush served a read */
+    double host_ms, run_ms;    /* recording and flush bookkeeping; running plans */
     int64_t arena_bytes, lower_bound; /* of the last plan run */
 } dbr_trace;
 

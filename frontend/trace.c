@@ -107,7 +107,17 @@ static int32_t value_of(dbr_ctx *ctx, dbr_tensor *t, char *err, size_t errlen) {
     return v;
 }
 
+static double now_ms(void);
+static dbr_tensor *record(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[]);
+
 dbr_tensor *dbr_trace_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[]) {
+    double t0 = now_ms();
+    dbr_tensor *t = record(ctx, n, n_in, in);
+    ctx->tr.host_ms += now_ms() - t0;
+    return t;
+}
+
+static dbr_tensor *record(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[]) {
     char err[512];
     int32_t ids[DBR_MAX_SRC];
     dbr_graph *g = graph(ctx);
@@ -545,7 +555,10 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
         }
     }
     int32_t failed = -1;
-    if (dbr_plan_run(p, bp, ctx->cfg.seed, ctx->step, &failed)) {
+    double run0 = now_ms();
+    int run_rc = dbr_plan_run(p, bp, ctx->cfg.seed, ctx->step, &failed);
+    tr->run_ms += now_ms() - run0;
+    if (run_rc) {
         const dbr_node *nd = &p->launches[failed].node;
         dbr_set_error(ctx, nd->file, nd->line, nd->api,
                       "the CPU kernel for %s (%s) failed: unsupported dtype or out of "
@@ -597,13 +610,25 @@ out:
     return rc;
 }
 
+/* Host time of a flush, less the plan's run and any compile: the price of
+ * define-by-run over a fixed graph (cut, hash, lookup, bind). */
+static int timed_flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct,
+                       const char *file, int line) {
+    dbr_trace *tr = &ctx->tr;
+    double t0 = now_ms(), run0 = tr->run_ms, c0 = tr->cache ? ((dbr_plan_cache *)tr->cache)->compile_ms : 0;
+    int rc = flush(ctx, want, grad_direct, file, line);
+    double c1 = tr->cache ? ((dbr_plan_cache *)tr->cache)->compile_ms : 0;
+    tr->host_ms += (now_ms() - t0) - (tr->run_ms - run0) - (c1 - c0);
+    return rc;
+}
+
 int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
-    return flush(ctx, want, NULL, file, line);
+    return timed_flush(ctx, want, NULL, file, line);
 }
 
 int dbr_trace_flush_for_optim(dbr_ctx *ctx, const void **grad_direct, const char *file,
                               int line) {
-    return flush(ctx, NULL, grad_direct, file, line);
+    return timed_flush(ctx, NULL, grad_direct, file, line);
 }
 
 int dbr_trace_step_end(dbr_ctx *ctx) {
@@ -667,4 +692,6 @@ void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out) {
     out->flushes = tr->flushes;
     out->arena_bytes = tr->arena_bytes;
     out->arena_lower_bound = tr->lower_bound;
+    out->host_ms = tr->host_ms;
+    out->run_ms = tr->run_ms;
 }

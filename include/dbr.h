@@ -104,6 +104,8 @@ typedef struct dbr_stats {
     double compile_ms;
     int64_t graph_breaks, flushes;
     int64_t arena_bytes, arena_lower_bound;
+    double host_ms; /* recording ops, cutting, hashing, cache lookups, binding */
+    double run_ms;  /* running plans */
 } dbr_stats;
 void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out);
 
