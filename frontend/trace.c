@@ -321,7 +321,21 @@ static int segment_build(dbr_ctx *ctx, const int32_t *want, int32_t n_want, segm
     return rc;
 }
 
-static void arena_free(void *user, void *p, int64_t bytes) { dbr_mem_free(user, p, bytes); }
+/* Plans hold device memory counted in the context's bytes. */
+static int64_t plan_bytes(const dbr_plan *p) {
+    int64_t n = (p->arena_bytes + 63) & ~(int64_t)63;
+    for (int32_t b = 0; p->binds && b < p->n_binds; b++)
+        if (p->binds[b].owned)
+            n += (dbr_tinfo_numel(&p->binds[b].t) * (int64_t)dbr_dt_size(p->binds[b].t.dtype) + 63) &
+                 ~(int64_t)63;
+    return n;
+}
+
+static void plan_release(dbr_ctx *ctx, dbr_plan *p) {
+    if (!p) return;
+    ctx->live_bytes -= plan_bytes(p);
+    dbr_plan_free(p);
+}
 
 static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err, size_t errlen) {
     double t0 = now_ms();
@@ -332,6 +346,7 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err,
     dbr_plan *p = calloc(1, sizeof *p);
     dbr_memplan mp = {0};
     if (!order || !p) goto oom;
+    p->dev = &dbr_cpu_device;
     if (dbr_schedule(g, order, err, errlen)) goto fail;
     if (dbr_memplan_build(g, order, &mp, err, errlen)) goto fail;
     p->key = key;
@@ -346,15 +361,23 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err,
         if (p->binds[b].kind == DBR_BIND_CONST) {
             dbr_tinfo *t = &p->binds[b].t;
             int64_t n = dbr_tinfo_numel(t);
-            void *d = malloc((size_t)(n ? n : 1) * dbr_dt_size(t->dtype));
-            if (!d) goto oom;
+            int64_t bytes = (n ? n : 1) * (int64_t)dbr_dt_size(t->dtype);
+            void *h = malloc((size_t)bytes), *d = p->dev->alloc(NULL, bytes);
+            if (!h || !d) {
+                free(h);
+                if (d) p->dev->free(NULL, d, bytes);
+                goto oom;
+            }
             for (int64_t i = 0; i < n; i++) switch (t->dtype) {
-                case DT_F32: ((float *)d)[i] = (float)p->binds[b].cval; break;
-                case DT_F64: ((double *)d)[i] = p->binds[b].cval; break;
-                case DT_I32: ((int32_t *)d)[i] = (int32_t)p->binds[b].cval; break;
-                default: ((int64_t *)d)[i] = (int64_t)p->binds[b].cval; break;
+                case DT_F32: ((float *)h)[i] = (float)p->binds[b].cval; break;
+                case DT_F64: ((double *)h)[i] = p->binds[b].cval; break;
+                case DT_I32: ((int32_t *)h)[i] = (int32_t)p->binds[b].cval; break;
+                default: ((int64_t *)h)[i] = (int64_t)p->binds[b].cval; break;
                 }
             p->binds[b].owned = d;
+            int crc = p->dev->to_device(NULL, d, h, bytes, NULL);
+            free(h);
+            if (crc) goto oom;
         }
     }
     for (int32_t k = 0; k < g->n_nodes; k++) {
@@ -378,8 +401,10 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err,
     p->arena_bytes = mp.arena_bytes;
     p->lower_bound = mp.lower_bound;
     p->n_inplace = mp.n_inplace;
-    p->arena = dbr_mem_alloc(ctx, p->arena_bytes ? p->arena_bytes : 64);
+    p->arena = p->dev->alloc(NULL, p->arena_bytes ? p->arena_bytes : 64);
     if (!p->arena) goto oom;
+    ctx->live_bytes += plan_bytes(p);
+    if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
     dbr_memplan_free(&mp);
     free(order);
     p->compile_ms = now_ms() - t0;
@@ -389,7 +414,7 @@ oom:
 fail:
     dbr_memplan_free(&mp);
     free(order);
-    dbr_plan_free(p, NULL, NULL);
+    dbr_plan_free(p);
     return NULL;
 }
 
@@ -525,11 +550,11 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
         dbr_plan *evicted = NULL;
         if (!p || dbr_plan_cache_put(c, p, &evicted)) {
             dbr_set_error(ctx, file, line, api, "%s", err[0] ? err : "out of memory");
-            dbr_plan_free(p, arena_free, ctx);
+            plan_release(ctx, p);
             rc = -1;
             goto out;
         }
-        dbr_plan_free(evicted, arena_free, ctx);
+        plan_release(ctx, evicted);
     }
     if (!p) {
         dbr_set_error(ctx, file, line, api, "out of memory");
@@ -556,7 +581,7 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
     }
     int32_t failed = -1;
     double run0 = now_ms();
-    int run_rc = dbr_plan_run(p, bp, ctx->cfg.seed, ctx->step, &failed);
+    int run_rc = dbr_plan_run(p, bp, ctx->cfg.seed, ctx->step, NULL, &failed);
     tr->run_ms += now_ms() - run0;
     if (run_rc) {
         const dbr_node *nd = &p->launches[failed].node;
@@ -655,7 +680,7 @@ void dbr_trace_free(dbr_ctx *ctx) {
     dbr_trace *tr = &ctx->tr;
     dbr_plan_cache *c = tr->cache;
     if (c) {
-        for (int32_t i = 0; i < c->n; i++) dbr_plan_free(c->plans[i], arena_free, ctx);
+        for (int32_t i = 0; i < c->n; i++) plan_release(ctx, c->plans[i]);
         free(c->plans);
         free(c);
     }

@@ -4,7 +4,6 @@
 #include "runtime/plan.h"
 
 #include "kernels/philox.h"
-#include "runtime/runtime.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +14,7 @@ static void *arg_ptr(const dbr_plan *p, void *const *bind_ptr, int64_t a) {
     return b->kind == DBR_BIND_CONST ? b->owned : bind_ptr[-1 - a];
 }
 
-int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step,
+int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step, void *stream,
                  int32_t *failed) {
     for (int32_t k = 0; k < p->n_launches; k++) {
         dbr_launch *l = &p->launches[k];
@@ -23,10 +22,14 @@ int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step
         for (int i = 0; i < l->node.n_in; i++) in[i] = arg_ptr(p, bind_ptr, l->in[i]);
         if (l->node.op == DBR_OP_DROPOUT)
             l->node.a.i[0] = (int64_t)dbr_rand_op_key(seed, (uint64_t)step, (uint64_t)l->node.a.i[1]);
-        if (dbr_cpu_exec(&l->node, in, arg_ptr(p, bind_ptr, l->out))) {
+        if (p->dev->launch(NULL, &l->node, in, arg_ptr(p, bind_ptr, l->out), stream)) {
             if (failed) *failed = k;
             return -1;
         }
+    }
+    if (p->dev->sync(NULL, stream)) {
+        if (failed) *failed = p->n_launches - 1;
+        return -1;
     }
     return 0;
 }
@@ -35,11 +38,11 @@ void *dbr_plan_output(const dbr_plan *p, int32_t k) {
     return arg_ptr(p, NULL, p->outputs[k]);
 }
 
-void dbr_plan_free(dbr_plan *p, void (*free_arena)(void *user, void *ptr, int64_t bytes),
-                   void *user) {
+void dbr_plan_free(dbr_plan *p) {
     if (!p) return;
-    for (int32_t b = 0; b < p->n_binds; b++) free(p->binds[b].owned);
-    if (free_arena) free_arena(user, p->arena, p->arena_bytes);
+    for (int32_t b = 0; p->binds && b < p->n_binds; b++)
+        if (p->binds[b].owned) p->dev->free(NULL, p->binds[b].owned, 0);
+    if (p->arena) p->dev->free(NULL, p->arena, p->arena_bytes);
     free(p->launches);
     free(p->binds);
     free(p->outputs);

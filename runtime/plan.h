@@ -5,6 +5,7 @@
 #define DBR_RUNTIME_PLAN_H
 
 #include "ir/ir.h"
+#include "runtime/device.h"
 
 #include <stdint.h>
 
@@ -41,22 +42,25 @@ typedef struct dbr_plan {
     int32_t n_outputs;
     int64_t arena_bytes, lower_bound;
     int32_t n_inplace;
-    void *arena;
+    void *arena;              /* device memory of dev */
+    const dbr_device_ops *dev;
     double compile_ms;
     uint64_t last_used;
 } dbr_plan;
 
-/* Run every launch in order. bind_ptr[b] is binding b's data (constants are
- * filled in from the plan's own buffers). Random ops are rekeyed from (seed,
- * step) so one plan serves every step. No allocation. 0 or -1 (a kernel
- * failed; the launch index is in *failed). */
-int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step, int32_t *failed);
+/* Queue every launch, in order, on stream of the plan's device, then wait
+ * for them. bind_ptr[b] is binding b's data in device memory (constants
+ * come from the plan's own buffers). Random ops are rekeyed from (seed,
+ * step) so one plan serves every step. No allocation. 0 or -1 (a launch
+ * failed; its index is in *failed). */
+int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step, void *stream,
+                 int32_t *failed);
 
 /* The pointer to output k after a run. */
 void *dbr_plan_output(const dbr_plan *p, int32_t k);
 
-void dbr_plan_free(dbr_plan *p, void (*free_arena)(void *user, void *p, int64_t bytes),
-                   void *user);
+/* Frees the plan and its arena (through its device). */
+void dbr_plan_free(dbr_plan *p);
 
 /* ---- the cache ---------------------------------------------------------- */
 typedef struct dbr_plan_cache {
