@@ -337,10 +337,40 @@ static void plan_release(dbr_ctx *ctx, dbr_plan *p) {
     dbr_plan_free(p);
 }
 
+/* DBR_DUMP: the graph as the schedule will run it (leaves first). */
+static void dump_scheduled(const dbr_graph *g, const int32_t *order) {
+    const char *dir = getenv("DBR_DUMP");
+    if (!dir || !*dir) return;
+    dbr_graph *o = dbr_graph_new();
+    int32_t *map = malloc((size_t)(g->n_vals + 1) * sizeof *map);
+    char err[256];
+    bool ok = o && map;
+    for (int32_t v = 0; ok && v < g->n_vals; v++) {
+        const dbr_value *x = &g->vals[v];
+        map[v] = x->kind == DBR_V_INTER ? -1
+                                        : dbr_graph_leaf(o, x->kind, &x->t, x->slot, x->cval, x->name);
+    }
+    for (int32_t k = 0; ok && k < g->n_nodes; k++) {
+        const dbr_inode *nd = &g->nodes[order[k]];
+        int32_t in[DBR_MAX_SRC];
+        for (int i = 0; i < nd->n_in; i++) in[i] = map[nd->in[i]];
+        map[nd->out] = dbr_graph_node(o, nd->op, nd->n_in, in, &nd->a, nd->phase, nd->api,
+                                      nd->file, nd->line, err, sizeof err);
+        ok = map[nd->out] >= 0;
+        if (ok) o->vals[map[nd->out]].is_output = g->vals[nd->out].is_output;
+    }
+    if (ok) dbr_graph_dump(o, "schedule");
+    dbr_graph_free(o);
+    free(map);
+}
+
 static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err, size_t errlen) {
     double t0 = now_ms();
     dbr_graph *g = s->g;
     if (dbr_graph_verify(g, err, errlen)) return NULL;
+    /* DBR_DUMP, once per compile: the step as recorded (with its backward
+     * pass appended), the part this plan computes, then each later pass */
+    dbr_graph_dump(ctx->tr.graph, ctx->tr.bwd_done ? "autodiff" : "record");
     dbr_graph_dump(g, "segment");
     int32_t *order = malloc((size_t)(g->n_nodes + 1) * sizeof *order);
     dbr_plan *p = calloc(1, sizeof *p);
@@ -348,6 +378,7 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err,
     if (!order || !p) goto oom;
     p->dev = &dbr_cpu_device;
     if (dbr_schedule(g, order, err, errlen)) goto fail;
+    dump_scheduled(g, order);
     if (dbr_memplan_build(g, order, &mp, err, errlen)) goto fail;
     p->key = key;
     p->n_launches = g->n_nodes;
@@ -448,6 +479,7 @@ static int run_autodiff(dbr_ctx *ctx, char *err, size_t errlen) {
     for (int32_t v = 0; v < nv; v++)
         req[v] = g->vals[v].kind == DBR_V_PARAM && tr->vt[v] && tr->vt[v]->requires_grad;
     int rc = dbr_autodiff(g, tr->bwd_loss, req, grads, err, errlen);
+    if (rc == 0) rc = dbr_graph_verify(g, err, errlen); /* the pass must leave a sound graph */
     for (int32_t k = 0; k < np; k++) gv[k] = -1;
     for (int32_t v = 0; rc == 0 && v < nv; v++)
         if (grads[v] >= 0 && g->vals[v].slot >= 0 && g->vals[v].slot < np)
