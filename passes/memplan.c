@@ -1,6 +1,8 @@
 /* memplan.c: liveness of values in a schedule, the in-place rule, and the
- * arena planner in the manner of ggml-alloc (best fit over an address-sorted
- * free list, in-place reuse, growth at the end), with an independent checker. */
+ * arena planner: in-place decisions, then two placements (a walk in the
+ * manner of ggml-alloc: best fit over an address-sorted free list, growth at
+ * the end; and offline greedy by size as TFLite's arena planner), keeping the
+ * smaller arena; with an independent checker. */
 #include "passes/passes.h"
 
 #include <stdarg.h>
@@ -201,20 +203,172 @@ static bool read_before(const dbr_inode *nd, int i) {
     return false;
 }
 
+/* WALK: offsets for every INTER value in order; returns the arena's size,
+ * or -1 when out of memory. */
+static int64_t place_walk(const dbr_graph *g, const int32_t *order, const dbr_liveness *lv,
+                          const int64_t *size, const int32_t *inplace_of, int64_t *offset) {
+    arena a = {.b = malloc(((size_t)g->n_vals + 2) * sizeof *a.b)};
+    if (!a.b)
+        return -1;
+    for (int32_t p = 0; p < g->n_nodes; p++) {
+        const dbr_inode *nd = &g->nodes[order[p]];
+        int32_t o = nd->out, reused = inplace_of[o];
+        offset[o] = reused >= 0 ? offset[reused] : arena_alloc(&a, size[o]);
+        /* After the node has run: inputs it read last, and its own output
+         * when nothing reads it. */
+        for (int i = 0; i < nd->n_in; i++) {
+            int32_t v = nd->in[i];
+            if (g->vals[v].kind == DBR_V_INTER && lv->last[v] == p && v != reused &&
+                !read_before(nd, i))
+                arena_free(&a, offset[v], size[v]);
+        }
+        if (lv->last[o] == p)
+            arena_free(&a, offset[o], size[o]);
+    }
+    free(a.b);
+    return a.end;
+}
+
+/* BY_SIZE: one buffer per in-place chain, live over positions [first, last]. */
+typedef struct sbuf {
+    int64_t size, off;
+    int32_t first, last, id; /* id: the chain's first value */
+} sbuf;
+
+static int cmp_i64_desc(int64_t a, int64_t b) { return (a < b) - (a > b); }
+
+/* Size descending; ties: the longer lifetime, then the lower id. */
+static int sbuf_by_length(const void *pa, const void *pb) {
+    const sbuf *a = pa, *b = pb;
+    int c = cmp_i64_desc(a->size, b->size);
+    if (!c)
+        c = cmp_i64_desc(a->last - a->first, b->last - b->first);
+    return c ? c : (a->id > b->id) - (a->id < b->id);
+}
+
+/* Size descending; ties: the later last use, then the longer lifetime, then
+ * the lower id. */
+static int sbuf_by_last(const void *pa, const void *pb) {
+    const sbuf *a = pa, *b = pb;
+    int c = cmp_i64_desc(a->size, b->size);
+    if (!c)
+        c = cmp_i64_desc(a->last, b->last);
+    if (!c)
+        c = cmp_i64_desc(a->last - a->first, b->last - b->first);
+    return c ? c : (a->id > b->id) - (a->id < b->id);
+}
+
+/* Offsets for b[0 .. n) in that order, each the lowest at which it overlaps
+ * no earlier buffer live at the same time; placed is scratch for n. Sizes
+ * are multiples of DBR_ARENA_ALIGN, so offsets are too. Returns the arena's
+ * size. */
+static int64_t place_in_order(sbuf *b, int32_t n, sbuf *placed) {
+    int32_t n_placed = 0; /* sorted by offset */
+    int64_t end = 0;
+    for (int32_t i = 0; i < n; i++) {
+        /* Sweep by address: the candidate rises past each placed buffer
+         * live at the same time, until a gap below the next one fits. */
+        int64_t cand = 0;
+        for (int32_t k = 0; k < n_placed; k++) {
+            const sbuf *q = &placed[k];
+            if (q->last < b[i].first || q->first > b[i].last)
+                continue;
+            if (cand + b[i].size <= q->off)
+                break;
+            if (q->off + q->size > cand)
+                cand = q->off + q->size;
+        }
+        b[i].off = cand;
+        int32_t lo = 0, hi = n_placed;
+        while (lo < hi) {
+            int32_t mid = lo + (hi - lo) / 2;
+            if (placed[mid].off <= cand)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        memmove(&placed[lo + 1], &placed[lo], (size_t)(n_placed - lo) * sizeof *placed);
+        placed[lo] = b[i];
+        n_placed++;
+        if (cand + b[i].size > end)
+            end = cand + b[i].size;
+    }
+    return end;
+}
+
+/* Greedy by size under both tie orders, keeping the smaller arena (ties:
+ * by length); -1 when out of memory. */
+static int64_t place_by_size(const dbr_graph *g, const int32_t *order, const dbr_liveness *lv,
+                             const int64_t *size, const int32_t *inplace_of, int64_t *offset) {
+    int32_t N = g->n_nodes;
+    int32_t *buf_of = malloc(((size_t)g->n_vals + 1) * sizeof *buf_of);
+    sbuf *b = malloc(((size_t)N + 1) * sizeof *b);
+    sbuf *b2 = malloc(((size_t)N + 1) * sizeof *b2);
+    sbuf *placed = malloc(((size_t)N + 1) * sizeof *placed);
+    int64_t end = -1;
+    if (!buf_of || !b || !b2 || !placed)
+        goto out;
+    int32_t n_b = 0;
+    for (int32_t p = 0; p < N; p++) {
+        int32_t o = g->nodes[order[p]].out, u = inplace_of[o];
+        if (u >= 0) {
+            sbuf *c = &b[buf_of[o] = buf_of[u]];
+            if (lv->last[o] > c->last)
+                c->last = lv->last[o];
+        } else {
+            b[buf_of[o] = n_b++] = (sbuf){.size = size[o], .first = p, .last = lv->last[o], .id = o};
+        }
+    }
+    memcpy(b2, b, (size_t)n_b * sizeof *b);
+    qsort(b, (size_t)n_b, sizeof *b, sbuf_by_length);
+    qsort(b2, (size_t)n_b, sizeof *b2, sbuf_by_last);
+    end = place_in_order(b, n_b, placed);
+    int64_t end2 = place_in_order(b2, n_b, placed);
+    if (end2 < end) {
+        end = end2;
+        sbuf *t = b;
+        b = b2;
+        b2 = t;
+    }
+    /* Chains share their first value's offset; values in order, so an
+     * in-place value's input already has its offset. */
+    for (int32_t i = 0; i < n_b; i++)
+        offset[b[i].id] = b[i].off;
+    for (int32_t p = 0; p < N; p++) {
+        int32_t o = g->nodes[order[p]].out;
+        if (inplace_of[o] >= 0)
+            offset[o] = offset[inplace_of[o]];
+    }
+out:
+    free(buf_of);
+    free(b);
+    free(b2);
+    free(placed);
+    return end;
+}
+
 int dbr_memplan_build(const dbr_graph *g, const int32_t *order, dbr_memplan *mp, char *err,
                       size_t errlen) {
+    return dbr_memplan_build_with(g, order, DBR_MEMPLAN_BEST, mp, err, errlen);
+}
+
+int dbr_memplan_build_with(const dbr_graph *g, const int32_t *order, dbr_memplan_strategy strategy,
+                           dbr_memplan *mp, char *err, size_t errlen) {
     memset(mp, 0, sizeof *mp);
+    if (strategy != DBR_MEMPLAN_BEST && strategy != DBR_MEMPLAN_WALK &&
+        strategy != DBR_MEMPLAN_BY_SIZE)
+        return fail(err, errlen, "unknown memplan strategy %d", (int)strategy);
     dbr_liveness lv;
     if (dbr_liveness_build(g, order, &lv, err, errlen))
         return -1;
     int32_t N = g->n_nodes, V = g->n_vals;
     int64_t *size = malloc(((size_t)V + 1) * sizeof *size);
     int64_t *delta = calloc((size_t)N + 2, sizeof *delta); /* live-bytes changes per position */
-    arena a = {.b = malloc(((size_t)V + 2) * sizeof *a.b)};
+    int64_t *other = NULL; /* BY_SIZE's offsets when both are planned */
     mp->offset = malloc(((size_t)V + 1) * sizeof *mp->offset);
     mp->inplace_of = malloc(((size_t)V + 1) * sizeof *mp->inplace_of);
     int rc = 0;
-    if (!size || !delta || !a.b || !mp->offset || !mp->inplace_of) {
+    if (!size || !delta || !mp->offset || !mp->inplace_of) {
         rc = fail(err, errlen, "out of memory");
         goto out;
     }
@@ -227,6 +381,7 @@ int dbr_memplan_build(const dbr_graph *g, const int32_t *order, dbr_memplan *mp,
         mp->offset[v] = -1;
         mp->inplace_of[v] = -1;
     }
+    /* In place: the first input the op may overwrite and the node reads last. */
     for (int32_t p = 0; p < N; p++) {
         const dbr_inode *nd = &g->nodes[order[p]];
         int32_t o = nd->out, reused = -1;
@@ -234,22 +389,9 @@ int dbr_memplan_build(const dbr_graph *g, const int32_t *order, dbr_memplan *mp,
             if (lv.last[nd->in[i]] == p && dbr_op_inplace_ok(g, nd, i))
                 reused = nd->in[i];
         if (reused >= 0) {
-            mp->offset[o] = mp->offset[reused];
             mp->inplace_of[o] = reused;
             mp->n_inplace++;
-        } else {
-            mp->offset[o] = arena_alloc(&a, size[o]);
         }
-        /* After the node has run: inputs it read last, and its own output
-         * when nothing reads it. */
-        for (int i = 0; i < nd->n_in; i++) {
-            int32_t v = nd->in[i];
-            if (g->vals[v].kind == DBR_V_INTER && lv.last[v] == p && v != reused &&
-                !read_before(nd, i))
-                arena_free(&a, mp->offset[v], size[v]);
-        }
-        if (lv.last[o] == p)
-            arena_free(&a, mp->offset[o], size[o]);
         delta[p] += reused >= 0 ? 0 : size[o];
         delta[lv.last[o] + 1] -= size[o];
         if (reused >= 0)
@@ -261,14 +403,46 @@ int dbr_memplan_build(const dbr_graph *g, const int32_t *order, dbr_memplan *mp,
         if (live > mp->lower_bound)
             mp->lower_bound = live;
     }
-    mp->arena_bytes = a.end;
+    int64_t walk = -1, by_size = -1;
+    if (strategy != DBR_MEMPLAN_BY_SIZE &&
+        (walk = place_walk(g, order, &lv, size, mp->inplace_of, mp->offset)) < 0) {
+        rc = fail(err, errlen, "out of memory");
+        goto out;
+    }
+    if (strategy != DBR_MEMPLAN_WALK) {
+        int64_t *off = mp->offset;
+        if (strategy == DBR_MEMPLAN_BEST) {
+            if (!(other = malloc(((size_t)V + 1) * sizeof *other))) {
+                rc = fail(err, errlen, "out of memory");
+                goto out;
+            }
+            memcpy(other, mp->offset, (size_t)V * sizeof *other); /* leaves' -1 */
+            off = other;
+        }
+        if ((by_size = place_by_size(g, order, &lv, size, mp->inplace_of, off)) < 0) {
+            rc = fail(err, errlen, "out of memory");
+            goto out;
+        }
+    }
+    if (walk >= 0 && (by_size < 0 || walk <= by_size)) {
+        mp->strategy = DBR_MEMPLAN_WALK;
+        mp->arena_bytes = walk;
+    } else {
+        mp->strategy = DBR_MEMPLAN_BY_SIZE;
+        mp->arena_bytes = by_size;
+        if (other) {
+            int64_t *t = mp->offset;
+            mp->offset = other;
+            other = t;
+        }
+    }
 out:
     if (rc)
         dbr_memplan_free(mp);
     dbr_liveness_free(&lv);
     free(size);
     free(delta);
-    free(a.b);
+    free(other);
     return rc;
 }
 
@@ -285,8 +459,9 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
     int32_t *def = malloc(((size_t)V + 1) * sizeof *def);
     int32_t *last = malloc(((size_t)V + 1) * sizeof *last);
     int32_t *active = malloc(((size_t)V + 1) * sizeof *active);
+    int64_t *size = malloc(((size_t)V + 1) * sizeof *size);
     int rc = 0;
-    if (!def || !last || !active) {
+    if (!def || !last || !active || !size) {
         rc = fail(err, errlen, "out of memory");
         goto out;
     }
@@ -304,7 +479,7 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
     int32_t n_inplace = 0;
     for (int32_t v = 0; v < V && !rc; v++) {
         const dbr_value *val = &g->vals[v];
-        int64_t off = mp->offset[v], sz = dbr_value_arena_bytes(g, v);
+        int64_t off = mp->offset[v], sz = size[v] = dbr_value_arena_bytes(g, v);
         int32_t u = mp->inplace_of[v];
         if (val->is_output)
             last[v] = N;
@@ -351,16 +526,16 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
     int64_t live = 0, lower = 0;
     for (int32_t p = 0; p < N && !rc; p++) {
         int32_t v = g->nodes[order[p]].out;
-        int64_t off = mp->offset[v], sz = dbr_value_arena_bytes(g, v);
+        int64_t off = mp->offset[v], sz = size[v];
         int32_t keep = 0;
         for (int32_t k = 0; k < n_active; k++) {
             int32_t w = active[k];
             if (last[w] < p) {
-                live -= dbr_value_arena_bytes(g, w);
+                live -= size[w];
                 continue;
             }
             active[keep++] = w;
-            int64_t woff = mp->offset[w], wsz = dbr_value_arena_bytes(g, w);
+            int64_t woff = mp->offset[w], wsz = size[w];
             if (off < woff + wsz && woff < off + sz && mp->inplace_of[v] != w && !rc)
                 rc = fail(err, errlen,
                           "%%%d [%lld, %lld) and %%%d [%lld, %lld) overlap while both are live at "
@@ -385,5 +560,6 @@ out:
     free(def);
     free(last);
     free(active);
+    free(size);
     return rc;
 }

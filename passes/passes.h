@@ -59,13 +59,31 @@ int64_t dbr_value_arena_bytes(const dbr_graph *g, int32_t v);
 bool dbr_op_inplace_ok(const dbr_graph *g, const dbr_inode *n, int i);
 
 /* ---- memplan ---------------------------------------------------------------
- * Offsets in one arena for the INTER values of a schedule, planned like
- * ggml-alloc: walk the order, give each node's output a buffer (an input's,
- * in place, when dbr_op_inplace_ok and the node is its last reader; else
- * best fit over an address-sorted free list, growing the arena at its end),
- * then free the inputs the node read last. Leaves are bound outside the
- * arena. A value is live from its producer through its last reader
- * (outputs through the end of the step). */
+ * Offsets in one arena for the INTER values of a schedule. A value is live
+ * from its producer through its last reader (outputs through the end of the
+ * step); leaves are bound outside the arena. The in-place decisions come
+ * first and depend only on the order: a node's output takes over the buffer
+ * of its first input for which dbr_op_inplace_ok holds and the node is the
+ * last reader. Then two placements of the same buffers:
+ *   WALK, like ggml-alloc: walk the order, give each node's output a buffer
+ *     (its input's when in place; else best fit over an address-sorted free
+ *     list, growing the arena at its end), then free the inputs the node
+ *     read last.
+ *   BY_SIZE, offline greedy by size like TFLite's arena planner: an
+ *     in-place chain is one buffer live over the union of its members'
+ *     lifetimes; buffers go in order of size descending, each at the lowest
+ *     offset where it overlaps no placed buffer whose lifetime meets its
+ *     own. Run twice, with two orders among equal sizes (the longer lifetime
+ *     first; the later last use first; then the lower value id), keeping
+ *     the smaller arena (ties: the first). O(n^2) in the number of buffers
+ *     at worst (10^4 buffers all live at once: about 0.1 s).
+ * dbr_memplan_build computes both and keeps the smaller arena (ties: WALK). */
+typedef enum dbr_memplan_strategy {
+    DBR_MEMPLAN_BEST,    /* both; the smaller arena, WALK on a tie */
+    DBR_MEMPLAN_WALK,
+    DBR_MEMPLAN_BY_SIZE
+} dbr_memplan_strategy;
+
 typedef struct dbr_memplan {
     int64_t *offset;      /* per value id; -1 when not in the arena */
     int64_t arena_bytes;  /* the arena's size: the step's activation peak */
@@ -73,12 +91,16 @@ typedef struct dbr_memplan {
                              (an in-place pair counted once) */
     int32_t n_inplace;    /* values that took over an input's buffer */
     int32_t *inplace_of;  /* per value id: the input whose buffer it reuses, or -1 */
+    dbr_memplan_strategy strategy; /* the placement kept: WALK or BY_SIZE */
 } dbr_memplan;
 
 /* Plans g under order. 0, or -1 with a message (bad order, out of memory);
  * on failure *mp holds nothing to free. */
 int dbr_memplan_build(const dbr_graph *g, const int32_t *order, dbr_memplan *mp, char *err,
                       size_t errlen);
+/* The same with one placement (WALK or BY_SIZE), or BEST (as above). */
+int dbr_memplan_build_with(const dbr_graph *g, const int32_t *order, dbr_memplan_strategy strategy,
+                           dbr_memplan *mp, char *err, size_t errlen);
 void dbr_memplan_free(dbr_memplan *mp);
 /* Verifies a plan from scratch, not trusting the planner: the order is
  * valid; leaves are off the arena; every INTER buffer is aligned and inside
