@@ -48,6 +48,8 @@ typedef struct dbr_trace {
     dbr_effect *effects;
     int32_t n_effects, effects_cap;
     void *cache;               /* dbr_plan_cache */
+    void *arena;               /* shared by every plan of this context */
+    int64_t arena_cap;
     int64_t breaks, flushes;
     bool read_cut;             /* the last flush served a read */
     double host_ms, run_ms;    /* recording and flush bookkeeping; running plans */

@@ -323,12 +323,28 @@ static int segment_build(dbr_ctx *ctx, const int32_t *want, int32_t n_want, segm
 
 /* Plans hold device memory counted in the context's bytes. */
 static int64_t plan_bytes(const dbr_plan *p) {
-    int64_t n = (p->arena_bytes + 63) & ~(int64_t)63;
+    int64_t n = 0; /* the arena is the context's, counted once */
     for (int32_t b = 0; p->binds && b < p->n_binds; b++)
         if (p->binds[b].owned)
             n += (dbr_tinfo_numel(&p->binds[b].t) * (int64_t)dbr_dt_size(p->binds[b].t.dtype) + 63) &
                  ~(int64_t)63;
     return n;
+}
+
+/* One arena per context, as large as its largest plan needs: plans run one
+ * at a time and hand their outputs out before the next runs. */
+static int arena_reserve(dbr_ctx *ctx, const dbr_device_ops *dev, int64_t bytes) {
+    dbr_trace *tr = &ctx->tr;
+    bytes = (bytes + 63) & ~(int64_t)63;
+    if (bytes <= tr->arena_cap && tr->arena) return 0;
+    void *a = dev->alloc(NULL, bytes ? bytes : 64);
+    if (!a) return -1;
+    if (tr->arena) dev->free(NULL, tr->arena, tr->arena_cap);
+    ctx->live_bytes += bytes - tr->arena_cap;
+    if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
+    tr->arena = a;
+    tr->arena_cap = bytes;
+    return 0;
 }
 
 static void plan_release(dbr_ctx *ctx, dbr_plan *p) {
@@ -432,8 +448,7 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err,
     p->arena_bytes = mp.arena_bytes;
     p->lower_bound = mp.lower_bound;
     p->n_inplace = mp.n_inplace;
-    p->arena = p->dev->alloc(NULL, p->arena_bytes ? p->arena_bytes : 64);
-    if (!p->arena) goto oom;
+    if (arena_reserve(ctx, p->dev, p->arena_bytes)) goto oom;
     ctx->live_bytes += plan_bytes(p);
     if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
     dbr_memplan_free(&mp);
@@ -612,6 +627,7 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
         }
     }
     int32_t failed = -1;
+    p->arena = tr->arena;
     double run0 = now_ms();
     int run_rc = dbr_plan_run(p, bp, ctx->cfg.seed, ctx->step, NULL, &failed);
     tr->run_ms += now_ms() - run0;
@@ -715,6 +731,10 @@ void dbr_trace_free(dbr_ctx *ctx) {
         for (int32_t i = 0; i < c->n; i++) plan_release(ctx, c->plans[i]);
         free(c->plans);
         free(c);
+    }
+    if (tr->arena) {
+        dbr_cpu_device.free(NULL, tr->arena, tr->arena_cap);
+        ctx->live_bytes -= tr->arena_cap;
     }
     dbr_graph_free(tr->graph);
     free(tr->vt);

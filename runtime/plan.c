@@ -42,7 +42,6 @@ void dbr_plan_free(dbr_plan *p) {
     if (!p) return;
     for (int32_t b = 0; p->binds && b < p->n_binds; b++)
         if (p->binds[b].owned) p->dev->free(NULL, p->binds[b].owned, 0);
-    if (p->arena) p->dev->free(NULL, p->arena, p->arena_bytes);
     free(p->launches);
     free(p->binds);
     free(p->outputs);

@@ -42,7 +42,8 @@ typedef struct dbr_plan {
     int32_t n_outputs;
     int64_t arena_bytes, lower_bound;
     int32_t n_inplace;
-    void *arena;              /* device memory of dev */
+    void *arena;              /* device memory of dev: set before each run; plans of one
+                                 context share one arena, as only one runs at a time */
     const dbr_device_ops *dev;
     double compile_ms;
     uint64_t last_used;
@@ -59,7 +60,7 @@ int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step
 /* The pointer to output k after a run. */
 void *dbr_plan_output(const dbr_plan *p, int32_t k);
 
-/* Frees the plan and its arena (through its device). */
+/* Frees the plan and its constants (through its device); not the arena. */
 void dbr_plan_free(dbr_plan *p);
 
 /* ---- the cache ---------------------------------------------------------- */
