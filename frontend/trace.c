@@ -6,6 +6,7 @@
 #include "ir/graph.h"
 #include "passes/autodiff.h"
 #include "passes/passes.h"
+#include "passes/simplify.h"
 #include "runtime/plan.h"
 
 #include <stdio.h>
@@ -380,53 +381,80 @@ static void dump_scheduled(const dbr_graph *g, const int32_t *order) {
     free(map);
 }
 
+/* A leaf's binding follows from its kind and slot (see seg_leaf). */
+static dbr_bind bind_of_leaf(const dbr_value *x) {
+    dbr_bind b = {.t = x->t, .slot = x->slot, .cval = x->cval};
+    switch (x->kind) {
+    case DBR_V_PARAM:
+    case DBR_V_BUFFER: b.kind = DBR_BIND_PARAM; break;
+    case DBR_V_CONST: b.kind = DBR_BIND_CONST; break;
+    default:
+        b.kind = x->slot >= MAT_BASE ? DBR_BIND_VALUE : DBR_BIND_INPUT;
+        if (x->slot >= MAT_BASE) b.slot = x->slot - MAT_BASE;
+        break;
+    }
+    return b;
+}
+
+static int fill_const(dbr_plan *p, dbr_bind *b) {
+    dbr_tinfo *t = &b->t;
+    int64_t n = dbr_tinfo_numel(t);
+    int64_t bytes = (n ? n : 1) * (int64_t)dbr_dt_size(t->dtype);
+    void *h = malloc((size_t)bytes), *d = p->dev->alloc(NULL, bytes);
+    if (!h || !d) {
+        free(h);
+        if (d) p->dev->free(NULL, d, bytes);
+        return -1;
+    }
+    for (int64_t i = 0; i < n; i++) switch (t->dtype) {
+        case DT_F32: ((float *)h)[i] = (float)b->cval; break;
+        case DT_F64: ((double *)h)[i] = b->cval; break;
+        case DT_I32: ((int32_t *)h)[i] = (int32_t)b->cval; break;
+        default: ((int64_t *)h)[i] = (int64_t)b->cval; break;
+        }
+    b->owned = d;
+    int rc = p->dev->to_device(NULL, d, h, bytes, NULL);
+    free(h);
+    return rc;
+}
+
+/* segment -> simplify -> schedule -> memplan -> launches. Every pass's
+ * result is verified (cheap next to a compile, and it names the pass that
+ * broke a graph) and, with DBR_DUMP, written out. */
 static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err, size_t errlen) {
     double t0 = now_ms();
-    dbr_graph *g = s->g;
-    if (dbr_graph_verify(g, err, errlen)) return NULL;
-    /* DBR_DUMP, once per compile: the step as recorded (with its backward
-     * pass appended), the part this plan computes, then each later pass */
+    if (dbr_graph_verify(s->g, err, errlen)) return NULL;
     dbr_graph_dump(ctx->tr.graph, ctx->tr.bwd_done ? "autodiff" : "record");
-    dbr_graph_dump(g, "segment");
-    int32_t *order = malloc((size_t)(g->n_nodes + 1) * sizeof *order);
+    dbr_graph_dump(s->g, "segment");
+    dbr_graph *g = NULL;
+    int32_t *remap = malloc((size_t)(s->g->n_vals + 1) * sizeof *remap);
+    int32_t *order = NULL, *bind_of = NULL;
     dbr_plan *p = calloc(1, sizeof *p);
     dbr_memplan mp = {0};
-    if (!order || !p) goto oom;
+    if (!remap || !p) goto oom;
     p->dev = &dbr_cpu_device;
+    if (dbr_simplify(s->g, &g, remap, NULL, err, errlen)) goto fail;
+    dbr_graph_dump(g, "simplify");
+    if (dbr_graph_verify(g, err, errlen)) goto fail;
+    order = malloc((size_t)(g->n_nodes + 1) * sizeof *order);
+    bind_of = malloc((size_t)(g->n_vals + 1) * sizeof *bind_of);
+    p->launches = calloc((size_t)g->n_nodes + 1, sizeof *p->launches);
+    p->binds = calloc((size_t)g->n_vals + 1, sizeof *p->binds);
+    p->outputs = calloc((size_t)s->n_outputs + 1, sizeof *p->outputs);
+    if (!order || !bind_of || !p->launches || !p->binds || !p->outputs) goto oom;
+    for (int32_t v = 0; v < g->n_vals; v++) {
+        bind_of[v] = -1;
+        if (g->vals[v].kind == DBR_V_INTER) continue;
+        dbr_bind *b = &p->binds[p->n_binds];
+        *b = bind_of_leaf(&g->vals[v]);
+        if (b->kind == DBR_BIND_CONST && fill_const(p, b)) goto oom;
+        bind_of[v] = p->n_binds++;
+    }
     if (dbr_schedule(g, order, err, errlen)) goto fail;
     dump_scheduled(g, order);
     if (dbr_memplan_build(g, order, &mp, err, errlen)) goto fail;
     p->key = key;
     p->n_launches = g->n_nodes;
-    p->launches = calloc((size_t)g->n_nodes + 1, sizeof *p->launches);
-    p->binds = calloc((size_t)s->n_binds + 1, sizeof *p->binds);
-    p->outputs = calloc((size_t)g->n_vals + 1, sizeof *p->outputs);
-    if (!p->launches || !p->binds || !p->outputs) goto oom;
-    p->n_binds = s->n_binds;
-    for (int32_t b = 0; b < s->n_binds; b++) {
-        p->binds[b] = s->binds[b];
-        if (p->binds[b].kind == DBR_BIND_CONST) {
-            dbr_tinfo *t = &p->binds[b].t;
-            int64_t n = dbr_tinfo_numel(t);
-            int64_t bytes = (n ? n : 1) * (int64_t)dbr_dt_size(t->dtype);
-            void *h = malloc((size_t)bytes), *d = p->dev->alloc(NULL, bytes);
-            if (!h || !d) {
-                free(h);
-                if (d) p->dev->free(NULL, d, bytes);
-                goto oom;
-            }
-            for (int64_t i = 0; i < n; i++) switch (t->dtype) {
-                case DT_F32: ((float *)h)[i] = (float)p->binds[b].cval; break;
-                case DT_F64: ((double *)h)[i] = p->binds[b].cval; break;
-                case DT_I32: ((int32_t *)h)[i] = (int32_t)p->binds[b].cval; break;
-                default: ((int64_t *)h)[i] = (int64_t)p->binds[b].cval; break;
-                }
-            p->binds[b].owned = d;
-            int crc = p->dev->to_device(NULL, d, h, bytes, NULL);
-            free(h);
-            if (crc) goto oom;
-        }
-    }
     for (int32_t k = 0; k < g->n_nodes; k++) {
         const dbr_inode *nd = &g->nodes[order[k]];
         dbr_launch *l = &p->launches[k];
@@ -435,14 +463,18 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err,
         for (int i = 0; i < nd->n_in; i++) {
             int32_t v = nd->in[i];
             l->node.in[i] = g->vals[v].t;
-            l->in[i] = mp.offset[v] >= 0 ? mp.offset[v] : -1 - (int64_t)s->bind_of[v];
+            l->in[i] = mp.offset[v] >= 0 ? mp.offset[v] : -1 - (int64_t)bind_of[v];
         }
         l->out = mp.offset[nd->out];
     }
-    /* outputs are arena values or (rarely) leaves */
+    /* outputs are arena values or, once simplified, possibly leaves */
     for (int32_t k = 0; k < s->n_outputs; k++) {
-        int32_t v = s->outputs[k];
-        p->outputs[k] = mp.offset[v] >= 0 ? mp.offset[v] : -1 - (int64_t)s->bind_of[v];
+        int32_t v = remap[s->outputs[k]];
+        if (v < 0) {
+            snprintf(err, errlen, "simplify lost output %d", k);
+            goto fail;
+        }
+        p->outputs[k] = mp.offset[v] >= 0 ? mp.offset[v] : -1 - (int64_t)bind_of[v];
     }
     p->n_outputs = s->n_outputs;
     p->arena_bytes = mp.arena_bytes;
@@ -452,14 +484,20 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err,
     ctx->live_bytes += plan_bytes(p);
     if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
     dbr_memplan_free(&mp);
+    dbr_graph_free(g);
+    free(remap);
     free(order);
+    free(bind_of);
     p->compile_ms = now_ms() - t0;
     return p;
 oom:
     snprintf(err, errlen, "out of memory compiling a plan");
 fail:
     dbr_memplan_free(&mp);
+    dbr_graph_free(g);
+    free(remap);
     free(order);
+    free(bind_of);
     dbr_plan_free(p);
     return NULL;
 }
@@ -640,7 +678,7 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
         rc = -1;
     }
     for (int32_t k = 0; rc == 0 && k < n_req; k++) {
-        const void *src = dbr_plan_output(p, k);
+        const void *src = dbr_plan_output(p, bp, k);
         out_req *q = &req[k];
         if (q->kind == OUT_TENSOR) {
             dbr_tensor *t = q->t;

@@ -34,8 +34,8 @@ int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step
     return 0;
 }
 
-void *dbr_plan_output(const dbr_plan *p, int32_t k) {
-    return arg_ptr(p, NULL, p->outputs[k]);
+void *dbr_plan_output(const dbr_plan *p, void *const *bind_ptr, int32_t k) {
+    return arg_ptr(p, bind_ptr, p->outputs[k]);
 }
 
 void dbr_plan_free(dbr_plan *p) {

@@ -57,8 +57,8 @@ typedef struct dbr_plan {
 int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step, void *stream,
                  int32_t *failed);
 
-/* The pointer to output k after a run. */
-void *dbr_plan_output(const dbr_plan *p, int32_t k);
+/* The pointer to output k after a run with bind_ptr. */
+void *dbr_plan_output(const dbr_plan *p, void *const *bind_ptr, int32_t k);
 
 /* Frees the plan and its constants (through its device); not the arena. */
 void dbr_plan_free(dbr_plan *p);
