@@ -9,7 +9,7 @@
 #include <string.h>
 
 static bool differentiable(dbr_op op, const dbr_tensor *in) {
-    return dbr_ops[op].cat != DBR_CAT_GRAD && in->requires_grad &&
+    return dbr_op_differentiable(op) && in->requires_grad &&
            (in->dtype == DBR_F32 || in->dtype == DBR_F64);
 }
 

@@ -44,6 +44,10 @@ typedef struct dbr_trace {
     int32_t *grad_vid;         /* per parameter slot: its gradient's value id, or -1 */
     int32_t n_grad;
     bool grads_pending;        /* gradients computed by autodiff, not yet accumulated */
+    int32_t *updates;          /* value ids of recorded optimizer updates not yet run */
+    int32_t n_updates, updates_cap;
+    char **state_names;        /* names of optimizer state leaves, by 2 * slot + which */
+    int32_t n_state_names;
     int32_t barrier;           /* values below this id predate an optimizer update */
     dbr_effect *effects;
     int32_t n_effects, effects_cap;
@@ -139,12 +143,10 @@ int dbr_trace_input(dbr_ctx *ctx, dbr_tensor *t);
 /* Compute what is pending and, when `want` is given, that tensor's value:
  * compile (or fetch from the cache) and run a plan. 0 or -1. */
 int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line);
-/* The same before an optimizer update: gradients of parameters that have
- * no grad buffer are not accumulated but left in the plan's arena, their
- * pointers in grad_direct[slot] (slots count parameters and buffers in
- * creation order), valid until the next plan runs. */
-int dbr_trace_flush_for_optim(dbr_ctx *ctx, const void **grad_direct, const char *file,
-                              int line);
+/* dbr_optim_step in compiled and meta modes: record the update of every
+ * parameter that has a gradient this step (phase OPT) and, compiled, run
+ * the step. */
+int dbr_trace_optim(dbr_ctx *ctx, const char *file, int line);
 int dbr_trace_backward(dbr_ctx *ctx, dbr_tensor *loss, const char *file, int line);
 int dbr_trace_effect(dbr_ctx *ctx, const dbr_effect *e);
 /* Step end: flush what is pending (compiled), forget the recording. */
@@ -152,7 +154,11 @@ int dbr_trace_step_end(dbr_ctx *ctx);
 void dbr_trace_free(dbr_ctx *ctx);
 int dbr_param_grad_add(dbr_ctx *ctx, dbr_tensor *p, const void *g);
 /* Shared with trace.c: optimizer update of every parameter with a grad. */
-int dbr_optim_apply(dbr_ctx *ctx, const void *const *grad_direct, const char *file, int line);
+int dbr_optim_apply(dbr_ctx *ctx, const char *file, int line);
+int dbr_optim_ensure_state(dbr_ctx *ctx, const char *file, int line);
+/* Optimizer state of the parameter with creation index slot: which 0 is
+ * momentum / Adam's first moment, 1 Adam's second; NULL if none. */
+void *dbr_optim_state_of(dbr_ctx *ctx, int32_t slot, int which);
 /* Shared with trace.c: batch norm running statistics from BN_STATS data. */
 void dbr_bn_update_running(dbr_tensor *rm, dbr_tensor *rv, int32_t dtype, const void *stats,
                            int64_t c, double momentum, int64_t count);

@@ -91,23 +91,16 @@ int dbr_optim_step_(dbr_ctx *ctx, const char *file, int line) {
         dbr_set_error(ctx, file, line, api, "no optimizer: call dbr_optim_set first");
         return -1;
     }
-    if (ctx->cfg.mode != DBR_MODE_COMPILED) return dbr_optim_apply(ctx, NULL, file, line);
-    /* the update has side effects: compute what it reads first */
-    const void **direct = calloc((size_t)(ctx->n_params ? ctx->n_params : 1), sizeof *direct);
-    if (!direct) {
-        dbr_set_error(ctx, file, line, api, "out of memory");
-        return -1;
-    }
-    int rc = dbr_trace_flush_for_optim(ctx, direct, file, line);
+    if (!dbr_recording(ctx)) return dbr_optim_apply(ctx, file, line);
+    /* compiled and meta: the update is recorded into the step's graph */
+    int rc = dbr_trace_optim(ctx, file, line);
     if (ctx->tr.graph) ctx->tr.barrier = ctx->tr.graph->n_vals;
-    if (rc == 0) rc = dbr_optim_apply(ctx, (const void *const *)direct, file, line);
-    free(direct);
     return rc;
 }
 
-int dbr_optim_apply(dbr_ctx *ctx, const void *const *grad_direct, const char *file, int line) {
-    const char *api = "dbr_optim_step";
-    /* parameters created after the state was made get fresh state */
+/* Parameters created after the state was made get fresh state. Meta mode
+ * holds no data, so its state is never made. */
+int dbr_optim_ensure_state(dbr_ctx *ctx, const char *file, int line) {
     int64_t n = 0;
     for (dbr_tensor *p = ctx->params; p; p = p->next) n += p->kind == DBR_KIND_PARAM;
     if (n != ctx->ostate_len || !ctx->ostate) {
@@ -115,19 +108,28 @@ int dbr_optim_apply(dbr_ctx *ctx, const void *const *grad_direct, const char *fi
         dbr_optim_free_state(ctx);
         ctx->optim_steps = t;
         if (make_state(ctx)) {
-            dbr_set_error(ctx, file, line, api, "out of memory for optimizer state");
+            dbr_set_error(ctx, file, line, "dbr_optim_step", "out of memory for optimizer state");
             return -1;
         }
     }
+    return 0;
+}
+
+void *dbr_optim_state_of(dbr_ctx *ctx, int32_t slot, int which) {
+    for (int64_t i = 0; i < ctx->ostate_len; i++)
+        if (ctx->ostate[i].slot == slot) return which ? ctx->ostate[i].v : ctx->ostate[i].m;
+    return NULL;
+}
+
+int dbr_optim_apply(dbr_ctx *ctx, const char *file, int line) {
     if (ctx->cfg.mode == DBR_MODE_META) return 0;
+    if (dbr_optim_ensure_state(ctx, file, line)) return -1;
     const dbr_optim *o = &ctx->optim;
     int64_t t = ++ctx->optim_steps;
     for (int64_t i = 0; i < ctx->ostate_len; i++) {
         dbr_optim_state *s = &ctx->ostate[i];
         dbr_tensor *p = s->param;
-        const void *g = grad_direct && grad_direct[s->slot] ? grad_direct[s->slot]
-                        : p->grad                           ? p->grad->data
-                                                            : NULL;
+        const void *g = p->grad ? p->grad->data : NULL;
         if (!g || !p->data) continue;
         int32_t dt = (int32_t)p->dtype;
         switch (o->kind) {

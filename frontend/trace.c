@@ -14,7 +14,9 @@
 #include <string.h>
 #include <time.h>
 
-enum { MAT_BASE = 1 << 24 }; /* slots of values materialized earlier in the step */
+/* Leaf slots beyond the parameters' creation indices: values materialized
+ * earlier in the step, and optimizer state (2 per parameter). */
+enum { MAT_BASE = 1 << 24, STATE_BASE = 1 << 25 };
 
 static dbr_graph *graph(dbr_ctx *ctx) {
     if (!ctx->tr.graph) ctx->tr.graph = dbr_graph_new();
@@ -151,7 +153,7 @@ static dbr_tensor *record(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const
     }
     if (ctx->grad_enabled)
         for (int i = 0; i < n_in; i++)
-            if (dbr_ops[n->op].cat != DBR_CAT_GRAD && in[i]->requires_grad &&
+            if (dbr_op_differentiable(n->op) && in[i]->requires_grad &&
                 (in[i]->dtype == DBR_F32 || in[i]->dtype == DBR_F64))
                 t->requires_grad = true;
     return t;
@@ -235,8 +237,11 @@ static int32_t seg_leaf(dbr_ctx *ctx, segment *s, int32_t v) {
     dbr_vkind kind = sv->kind;
     int32_t slot = sv->slot;
     switch (sv->kind) {
-    case DBR_V_PARAM:
-    case DBR_V_BUFFER: b.kind = DBR_BIND_PARAM; break;
+    case DBR_V_PARAM: b.kind = DBR_BIND_PARAM; break;
+    case DBR_V_BUFFER:
+        b.kind = sv->slot >= STATE_BASE ? DBR_BIND_STATE : DBR_BIND_PARAM;
+        if (sv->slot >= STATE_BASE) b.slot = sv->slot - STATE_BASE;
+        break;
     case DBR_V_INPUT: b.kind = DBR_BIND_INPUT; break;
     case DBR_V_CONST: b.kind = DBR_BIND_CONST; break;
     case DBR_V_INTER:
@@ -385,8 +390,11 @@ static void dump_scheduled(const dbr_graph *g, const int32_t *order) {
 static dbr_bind bind_of_leaf(const dbr_value *x) {
     dbr_bind b = {.t = x->t, .slot = x->slot, .cval = x->cval};
     switch (x->kind) {
-    case DBR_V_PARAM:
-    case DBR_V_BUFFER: b.kind = DBR_BIND_PARAM; break;
+    case DBR_V_PARAM: b.kind = DBR_BIND_PARAM; break;
+    case DBR_V_BUFFER:
+        b.kind = x->slot >= STATE_BASE ? DBR_BIND_STATE : DBR_BIND_PARAM;
+        if (x->slot >= STATE_BASE) b.slot = x->slot - STATE_BASE;
+        break;
     case DBR_V_CONST: b.kind = DBR_BIND_CONST; break;
     default:
         b.kind = x->slot >= MAT_BASE ? DBR_BIND_VALUE : DBR_BIND_INPUT;
@@ -504,7 +512,7 @@ fail:
 
 /* What a flush computes, in request order: tensors to fill, parameter
  * gradients to accumulate, effects to apply. */
-typedef enum { OUT_TENSOR, OUT_GRAD, OUT_EFFECT } out_kind;
+typedef enum { OUT_TENSOR, OUT_GRAD, OUT_EFFECT, OUT_UPDATE } out_kind;
 typedef struct out_req {
     out_kind kind;
     int32_t vid;
@@ -566,8 +574,7 @@ static dbr_tensor **params_by_slot(dbr_ctx *ctx) {
     return v;
 }
 
-static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const char *file,
-                 int line) {
+static int flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
     const char *api = want ? "dbr_item" : "dbr_step";
     dbr_trace *tr = &ctx->tr;
     char err[512] = "";
@@ -593,6 +600,8 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
     }
     for (int32_t e = 0; e < tr->n_effects; e++)
         rc |= add_req(&req, &n_req, &cap, (out_req){OUT_EFFECT, tr->effects[e].vid, NULL, e});
+    for (int32_t u = 0; u < tr->n_updates; u++)
+        rc |= add_req(&req, &n_req, &cap, (out_req){OUT_UPDATE, tr->updates[u], NULL, -1});
     for (int32_t v = 0; v < tr->graph->n_vals; v++) {
         dbr_tensor *t = v < tr->vt_cap ? tr->vt[v] : NULL;
         if (t && t != want && t->kept && t->vid == v && t->vgen == tr->gen && !t->data &&
@@ -661,13 +670,17 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
         case DBR_BIND_PARAM: bp[b] = ps[bd->slot]->data; break;
         case DBR_BIND_INPUT: bp[b] = tr->inputs[bd->slot]->data; break;
         case DBR_BIND_VALUE: bp[b] = s.mat[bd->slot]->data; break;
+        case DBR_BIND_STATE:
+            bp[b] = dbr_optim_state_of(ctx, (bd->slot) / 2, bd->slot % 2);
+            break;
         case DBR_BIND_CONST: bp[b] = NULL; break;
         }
     }
     int32_t failed = -1;
     p->arena = tr->arena;
     double run0 = now_ms();
-    int run_rc = dbr_plan_run(p, bp, ctx->cfg.seed, ctx->step, NULL, &failed);
+    dbr_run_keys keys = {.seed = ctx->cfg.seed, .step = ctx->step, .opt_t = ctx->optim_steps + 1};
+    int run_rc = dbr_plan_run(p, bp, &keys, NULL, &failed);
     tr->run_ms += now_ms() - run0;
     if (run_rc) {
         const dbr_node *nd = &p->launches[failed].node;
@@ -691,13 +704,8 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
             t->owns_data = true;
             memcpy(t->data, src, (size_t)t->nbytes);
         } else if (q->kind == OUT_GRAD) {
-            /* the optimizer can read a fresh gradient where the plan left it */
-            int32_t slot = param_slot(ctx, q->t);
-            if (grad_direct && !q->t->grad && slot >= 0)
-                grad_direct[slot] = src;
-            else if (dbr_param_grad_add(ctx, q->t, src))
-                rc = -1;
-        } else {
+            if (dbr_param_grad_add(ctx, q->t, src)) rc = -1;
+        } else if (q->kind == OUT_EFFECT) {
             dbr_effect *e = &tr->effects[q->effect];
             dbr_bn_update_running(e->running_mean, e->running_var,
                                   tr->graph->vals[e->vid].t.dtype, src,
@@ -705,6 +713,8 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct, const
         }
     }
     if (rc == 0) {
+        if (tr->n_updates) ctx->optim_steps++; /* the plan ran them with this t */
+        tr->n_updates = 0;
         tr->grads_pending = false;
         tr->n_effects = 0;
         tr->arena_bytes = p->arena_bytes;
@@ -723,23 +733,131 @@ out:
 
 /* Host time of a flush, less the plan's run and any compile: the price of
  * define-by-run over a fixed graph (cut, hash, lookup, bind). */
-static int timed_flush(dbr_ctx *ctx, dbr_tensor *want, const void **grad_direct,
-                       const char *file, int line) {
+static int timed_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
     dbr_trace *tr = &ctx->tr;
     double t0 = now_ms(), run0 = tr->run_ms, c0 = tr->cache ? ((dbr_plan_cache *)tr->cache)->compile_ms : 0;
-    int rc = flush(ctx, want, grad_direct, file, line);
+    int rc = flush(ctx, want, file, line);
     double c1 = tr->cache ? ((dbr_plan_cache *)tr->cache)->compile_ms : 0;
     tr->host_ms += (now_ms() - t0) - (tr->run_ms - run0) - (c1 - c0);
     return rc;
 }
 
 int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
-    return timed_flush(ctx, want, NULL, file, line);
+    return timed_flush(ctx, want, file, line);
 }
 
-int dbr_trace_flush_for_optim(dbr_ctx *ctx, const void **grad_direct, const char *file,
-                              int line) {
-    return timed_flush(ctx, NULL, grad_direct, file, line);
+
+
+static int add_update(dbr_trace *tr, int32_t vid) {
+    if (tr->n_updates == tr->updates_cap) {
+        int32_t cap = tr->updates_cap ? tr->updates_cap * 2 : 16;
+        int32_t *v = realloc(tr->updates, (size_t)cap * sizeof *v);
+        if (!v) return -1;
+        tr->updates = v;
+        tr->updates_cap = cap;
+    }
+    tr->updates[tr->n_updates++] = vid;
+    return 0;
+}
+
+/* "fc1.w:m": the name dumps and drawings give a state leaf; made once per
+ * parameter and kept, as graph values borrow their names. */
+static const char *state_name(dbr_ctx *ctx, const dbr_tensor *p, int32_t slot, int which) {
+    dbr_trace *tr = &ctx->tr;
+    int32_t k = 2 * slot + which;
+    if (k >= tr->n_state_names) {
+        int32_t n = k + 16;
+        char **v = realloc(tr->state_names, (size_t)n * sizeof *v);
+        if (!v) return NULL;
+        memset(v + tr->n_state_names, 0, (size_t)(n - tr->n_state_names) * sizeof *v);
+        tr->state_names = v;
+        tr->n_state_names = n;
+    }
+    if (!tr->state_names[k]) {
+        size_t len = strlen(p->name) + 3;
+        tr->state_names[k] = malloc(len);
+        if (tr->state_names[k])
+            snprintf(tr->state_names[k], len, "%s:%c", p->name,
+                     ctx->optim.kind == DBR_MOMENTUM ? 'v' : which ? 'v' : 'm');
+    }
+    return tr->state_names[k];
+}
+
+/* The optimizer's state of parameter slot as a leaf (which: 0 m, 1 v). */
+static int32_t state_leaf(dbr_ctx *ctx, const dbr_tensor *p, int32_t slot, int which) {
+    dbr_tinfo t;
+    dbr_tinfo_of(p, &t);
+    return dbr_graph_leaf(graph(ctx), DBR_V_BUFFER, &t, STATE_BASE + 2 * slot + which, 0,
+                          state_name(ctx, p, slot, which));
+}
+
+int dbr_trace_optim(dbr_ctx *ctx, const char *file, int line) {
+    const char *api = "dbr_optim_step";
+    dbr_trace *tr = &ctx->tr;
+    char err[512] = "";
+    if (tr->graph && tr->bwd_loss >= 0 && !tr->bwd_done && run_autodiff(ctx, err, sizeof err)) {
+        dbr_set_error(ctx, file, line, "dbr_backward", "%s", err);
+        return -1;
+    }
+    bool host = !tr->grads_pending; /* no backward this step: update from the grad buffers */
+    for (dbr_tensor *p = ctx->params; p && !host; p = p->next) host = p->grad != NULL;
+    if (host) {
+        /* gradients already sit in buffers (accumulated over several steps):
+         * accumulate this step's too and update on the host, as eager does */
+        if (ctx->cfg.mode == DBR_MODE_COMPILED && dbr_trace_flush(ctx, NULL, file, line)) return -1;
+        return dbr_optim_apply(ctx, file, line);
+    }
+    if (ctx->cfg.mode == DBR_MODE_COMPILED && dbr_optim_ensure_state(ctx, file, line)) return -1;
+    const dbr_optim *o = &ctx->optim;
+    int32_t slot = -1;
+    for (dbr_tensor *p = ctx->params; p; p = p->next) {
+        slot++;
+        if (p->kind != DBR_KIND_PARAM || slot >= tr->n_grad || tr->grad_vid[slot] < 0) continue;
+        int32_t in[4] = {value_of(ctx, p, err, sizeof err), tr->grad_vid[slot], -1, -1};
+        dbr_attrs a = {.f = {o->lr}};
+        dbr_op op;
+        int n_in = 2;
+        switch (o->kind) {
+        case DBR_SGD:
+            op = DBR_OP_SGD_UPDATE;
+            a.f[1] = o->weight_decay;
+            break;
+        case DBR_MOMENTUM:
+            op = DBR_OP_MOMENTUM_UPDATE;
+            a.f[1] = o->momentum;
+            a.f[2] = o->weight_decay;
+            a.i[0] = o->nesterov;
+            in[2] = state_leaf(ctx, p, slot, 0);
+            n_in = 3;
+            break;
+        default:
+            op = DBR_OP_ADAM_UPDATE;
+            a.f[1] = o->beta1;
+            a.f[2] = o->beta2;
+            a.f[3] = o->eps;
+            a.i[0] = o->kind == DBR_ADAMW;
+            memcpy(&a.i[2], &o->weight_decay, sizeof(double));
+            in[2] = state_leaf(ctx, p, slot, 0);
+            in[3] = state_leaf(ctx, p, slot, 1);
+            n_in = 4;
+            break;
+        }
+        int32_t u = -1;
+        bool leaves_ok = in[0] >= 0 && (n_in < 3 || in[2] >= 0) && (n_in < 4 || in[3] >= 0);
+        if (leaves_ok)
+            u = dbr_graph_node(graph(ctx), op, n_in, in, &a, DBR_PH_OPT, api, file, line, err,
+                               sizeof err);
+        if (u < 0 || add_update(tr, u)) {
+            dbr_set_error(ctx, file, line, api, "%s", err[0] ? err : "out of memory");
+            return -1;
+        }
+    }
+    tr->grads_pending = false; /* the updates consume the gradients */
+    if (ctx->cfg.mode == DBR_MODE_META) {
+        tr->n_updates = 0;
+        return 0;
+    }
+    return dbr_trace_flush(ctx, NULL, file, line);
 }
 
 int dbr_trace_step_end(dbr_ctx *ctx) {
@@ -757,6 +875,7 @@ int dbr_trace_step_end(dbr_ctx *ctx) {
     tr->bwd_done = false;
     tr->grads_pending = false;
     tr->n_effects = 0;
+    tr->n_updates = 0;
     tr->barrier = 0;
     tr->read_cut = false;
     return rc;
@@ -779,6 +898,9 @@ void dbr_trace_free(dbr_ctx *ctx) {
     free(tr->inputs);
     free(tr->grad_vid);
     free(tr->effects);
+    free(tr->updates);
+    for (int32_t k = 0; k < tr->n_state_names; k++) free(tr->state_names[k]);
+    free(tr->state_names);
     memset(tr, 0, sizeof *tr);
 }
 

@@ -196,6 +196,24 @@ static int infer_max_bwd(dbr_node *n, char *err, size_t errlen)
     return 0;
 }
 
+/* Optimizer updates: the gradient and any state share the parameter's
+ * type; the result is a [] token of that dtype. */
+static int infer_update(dbr_node *n, char *err, size_t errlen)
+{
+    static const char *const what[] = {"parameter", "gradient", "state", "state"};
+    for (int i = 1; i < n->n_in; i++)
+        if (same_type(&n->in[0], &n->in[i], ERR)) {
+            size_t k = strlen(err);
+            snprintf(err + k, errlen > k ? errlen - k : 0, " (%s and %s)", what[0], what[i]);
+            return -1;
+        }
+    if (need_float(&n->in[0], "parameter ", ERR))
+        return -1;
+    n->out.dtype = n->in[0].dtype;
+    n->out.ndim = 0;
+    return 0;
+}
+
 /* ---- matmul: i0 trans_a, i1 trans_b ------------------------------------ */
 
 static int infer_matmul(dbr_node *n, char *err, size_t errlen)
@@ -733,6 +751,8 @@ int dbr_infer(dbr_node *n, char *err, size_t errlen)
     case DBR_OP_RELU_BWD: case DBR_OP_LEAKY_RELU_BWD: case DBR_OP_GELU_BWD: case DBR_OP_SILU_BWD:
         return infer_act_bwd(n, ERR);
     case DBR_OP_MAX_BWD:           return infer_max_bwd(n, ERR);
+    case DBR_OP_SGD_UPDATE: case DBR_OP_MOMENTUM_UPDATE: case DBR_OP_ADAM_UPDATE:
+        return infer_update(n, ERR);
     case DBR_OP_COUNT:             break;
     }
     return fail(ERR, "unknown op %d", (int)n->op);

@@ -51,7 +51,7 @@ static const dbr_tinfo *ib_info(dbr_bld *b, dbr_val *v) {
 
 static bool differentiable(const dbr_graph *g, dbr_op op, int32_t v, const bool *req) {
     int32_t dt = g->vals[v].t.dtype;
-    return dbr_ops[op].cat != DBR_CAT_GRAD && req[v] && (dt == DT_F32 || dt == DT_F64);
+    return dbr_op_differentiable(op) && req[v] && (dt == DT_F32 || dt == DT_F64);
 }
 
 int dbr_autodiff(dbr_graph *g, int32_t loss, const bool *leaf_requires, int32_t *grads,

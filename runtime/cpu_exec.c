@@ -178,7 +178,35 @@ static int exec_move(const dbr_node *n, const void *const in[], void *out, size_
 #undef T
 #undef F
 
+/* Optimizer updates write their parameter and state inputs in place (they
+ * are bound to persistent memory); the output is a [] token set to 0. */
+static int exec_update(const dbr_node *n, const void *const in[], void *out) {
+    const int32_t dt = n->in[0].dtype;
+    const dbr_attrs *a = &n->a;
+    int64_t cnt = 1;
+    for (int d = 0; d < n->in[0].ndim; d++) cnt *= n->in[0].shape[d];
+    void *p = (void *)in[0], *s1 = n->n_in > 2 ? (void *)in[2] : NULL;
+    void *s2 = n->n_in > 3 ? (void *)in[3] : NULL;
+    double wd;
+    switch (n->op) {
+    case DBR_OP_SGD_UPDATE: dbr_cpu_sgd(dt, cnt, p, in[1], a->f[0], a->f[1]); break;
+    case DBR_OP_MOMENTUM_UPDATE:
+        dbr_cpu_momentum(dt, cnt, p, in[1], s1, a->f[0], a->f[1], a->f[2], (int)a->i[0]);
+        break;
+    case DBR_OP_ADAM_UPDATE:
+        memcpy(&wd, &a->i[2], sizeof wd);
+        dbr_cpu_adam(dt, cnt, p, in[1], s1, s2, a->f[0], a->f[1], a->f[2], a->f[3], wd,
+                     (int)a->i[0], a->i[1]);
+        break;
+    default: return -1;
+    }
+    if (dt == DT_F32) *(float *)out = 0;
+    else *(double *)out = 0;
+    return 0;
+}
+
 int dbr_cpu_exec(const dbr_node *n, const void *const in[], void *out) {
+    if (dbr_ops[n->op].cat == DBR_CAT_OPTIM) return exec_update(n, in, out);
     const size_t es = dbr_dt_size(n->out.dtype);
     if (es == 0) return -1;
     for (int i = 0; i < n->n_in; i++)

@@ -14,14 +14,17 @@ static void *arg_ptr(const dbr_plan *p, void *const *bind_ptr, int64_t a) {
     return b->kind == DBR_BIND_CONST ? b->owned : bind_ptr[-1 - a];
 }
 
-int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step, void *stream,
+int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, const dbr_run_keys *keys, void *stream,
                  int32_t *failed) {
     for (int32_t k = 0; k < p->n_launches; k++) {
         dbr_launch *l = &p->launches[k];
         const void *in[DBR_MAX_SRC];
         for (int i = 0; i < l->node.n_in; i++) in[i] = arg_ptr(p, bind_ptr, l->in[i]);
         if (l->node.op == DBR_OP_DROPOUT)
-            l->node.a.i[0] = (int64_t)dbr_rand_op_key(seed, (uint64_t)step, (uint64_t)l->node.a.i[1]);
+            l->node.a.i[0] = (int64_t)dbr_rand_op_key(keys->seed, (uint64_t)keys->step,
+                                                      (uint64_t)l->node.a.i[1]);
+        else if (l->node.op == DBR_OP_ADAM_UPDATE)
+            l->node.a.i[1] = keys->opt_t;
         if (p->dev->launch(NULL, &l->node, in, arg_ptr(p, bind_ptr, l->out), stream)) {
             if (failed) *failed = k;
             return -1;

@@ -14,7 +14,8 @@ typedef enum dbr_bind_kind {
     DBR_BIND_PARAM,  /* parameter or buffer, by creation index */
     DBR_BIND_INPUT,  /* the step's dbr_input, by ordinal */
     DBR_BIND_VALUE,  /* a value materialized earlier in the step, by ordinal */
-    DBR_BIND_CONST   /* filled once by the plan (owned) */
+    DBR_BIND_CONST,  /* filled once by the plan (owned) */
+    DBR_BIND_STATE   /* optimizer state: slot = 2 * parameter index + (0 m, 1 v) */
 } dbr_bind_kind;
 
 typedef struct dbr_bind {
@@ -51,10 +52,16 @@ typedef struct dbr_plan {
 
 /* Queue every launch, in order, on stream of the plan's device, then wait
  * for them. bind_ptr[b] is binding b's data in device memory (constants
- * come from the plan's own buffers). Random ops are rekeyed from (seed,
- * step) so one plan serves every step. No allocation. 0 or -1 (a launch
- * failed; its index is in *failed). */
-int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, uint64_t seed, int64_t step, void *stream,
+ * come from the plan's own buffers). Random ops are rekeyed and Adam gets
+ * its step count from k, so one plan serves every step. No allocation. 0 or
+ * -1 (a launch failed; its index is in *failed). */
+/* What changes from step to step without changing the plan. */
+typedef struct dbr_run_keys {
+    uint64_t seed;
+    int64_t step;  /* random ops are keyed by (seed, step, call index) */
+    int64_t opt_t; /* the optimizer's step count for Adam's bias correction */
+} dbr_run_keys;
+int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, const dbr_run_keys *k, void *stream,
                  int32_t *failed);
 
 /* The pointer to output k after a run with bind_ptr. */

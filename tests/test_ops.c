@@ -563,6 +563,10 @@ static void expect_out(const dbr_node *n, dbr_tinfo *o) {
     o->dtype = x->dtype;
     o->ndim = x->ndim;
     memcpy(o->shape, x->shape, sizeof o->shape);
+    if (dbr_ops[n->op].cat == DBR_CAT_OPTIM) { /* a [] token */
+        o->ndim = 0;
+        return;
+    }
     if (ew_like(n->op)) {
         o->ndim = 0;
         for (int i = 0; i < n->n_in; i++)
@@ -768,6 +772,56 @@ static int compare(const char *desc, const char *what, const dbr_tinfo *t, const
     return bad;
 }
 
+/* ---- optimizer updates: they write their inputs 0, 2, 3 ----------------------- */
+/* The update in float64 from the original inputs; upd[i] gets the expected
+ * new value of input i (0: parameter, 2, 3: state). */
+static void ref_update(const dbr_node *n, double *const in[], double *upd[4]) {
+    const double *a = n->a.f;
+    int64_t m = numel(&n->in[0]);
+    for (int64_t j = 0; j < m; j++) {
+        double p = in[0][j], g = in[1][j];
+        if (n->op == DBR_OP_SGD_UPDATE) {
+            upd[0][j] = p - a[0] * (g + a[1] * p);
+        } else if (n->op == DBR_OP_MOMENTUM_UPDATE) {
+            double gp = g + a[2] * p, v = a[1] * in[2][j] + gp;
+            upd[2][j] = v;
+            upd[0][j] = p - a[0] * (n->a.i[0] ? gp + a[1] * v : v);
+        } else {
+            double wd;
+            memcpy(&wd, &n->a.i[2], sizeof wd);
+            int dec = (int)n->a.i[0];
+            double t = (double)n->a.i[1];
+            if (dec) p *= 1 - a[0] * wd;
+            double gp = g + (dec ? 0 : wd) * p;
+            double mm = a[1] * in[2][j] + (1 - a[1]) * gp, vv = a[2] * in[3][j] + (1 - a[2]) * gp * gp;
+            double bc1 = 1 - pow(a[1], t), bc2 = 1 - pow(a[2], t);
+            upd[2][j] = mm;
+            upd[3][j] = vv;
+            upd[0][j] = p - a[0] / bc1 * mm / (sqrt(vv) / sqrt(bc2) + a[3]);
+        }
+    }
+}
+
+static void check_update(const dbr_node *n, double *const in[], void *const raw[], int fdt,
+                         const char *desc) {
+    int64_t m = numel(&n->in[0]);
+    double *want[4] = {0}, *got = dalloc(m);
+    for (int i = 0; i < 4; i++) want[i] = dalloc(m);
+    ref_update(n, in, want);
+    double tol = fdt == DT_F64 ? 1e-12 : 1e-5;
+    static const int written[] = {0, 2, 3};
+    for (int k = 0; k < 3; k++) {
+        int i = written[k];
+        if (i >= n->n_in) continue;
+        from_native(raw[i], m, n->in[i].dtype, got);
+        compare(desc, i == 0 ? "updated parameter" : "updated state", &n->in[i], want[i], got, tol);
+    }
+    from_native(raw[1], m, n->in[1].dtype, got); /* the gradient is only read */
+    if (memcmp(got, in[1], (size_t)m * sizeof *got)) FAIL("%s: the update modified the gradient", desc);
+    for (int i = 0; i < 4; i++) free(want[i]);
+    free(got);
+}
+
 /* ---- forward ---------------------------------------------------------------- */
 static void run_forward(const tcase *c, uint64_t seed, int fdt) {
     dbr_node n;
@@ -800,6 +854,10 @@ static void run_forward(const tcase *c, uint64_t seed, int fdt) {
         goto done;
     }
     from_native(out, m, n.out.dtype, got);
+    if (dbr_ops[n.op].cat == DBR_CAT_OPTIM) {
+        check_update(&n, in, raw, fdt, desc);
+        goto done;
+    }
     for (int i = 0; i < n.n_in; i++) { /* kernels must not write their inputs */
         double *back = dalloc(numel(&n.in[i]));
         from_native(raw[i], numel(&n.in[i]), n.in[i].dtype, back);
@@ -926,7 +984,7 @@ static void tb_free(tbld *tb) {
 static unsigned retain_seen, retain_used;
 
 static bool has_grad_case(const tcase *c) {
-    if (dbr_ops[c->op].cat == DBR_CAT_GRAD || (c->flags & F_NOGRAD)) return false;
+    if (!dbr_op_differentiable(c->op) || (c->flags & F_NOGRAD)) return false;
     for (int i = 0; i < c->n_in; i++)
         if (c->in[i].dt == FLT && !(c->nodiff >> i & 1)) return true;
     return false;
@@ -1096,7 +1154,7 @@ static void run_case(const tcase *c, int index) {
     uint64_t seed = 0x9e3779b9ull * (uint64_t)(index + 1);
     run_forward(c, seed, DT_F64);
     if (case_has_float(c) && !(c->flags & F_NOF32)) run_forward(c, seed, DT_F32);
-    if (dbr_ops[c->op].cat == DBR_CAT_GRAD)
+    if (!dbr_op_differentiable(c->op))
         run_no_grad(c);
     else if (has_grad_case(c))
         run_grad(c, seed);
@@ -1294,6 +1352,23 @@ static void build_cases(void) {
                 .gen = {G_INT}, .ihi = {2}, .nodiff = 1});
     add((tcase){.op = DBR_OP_WHERE, .n_in = 3, .in = {T(DT_I32, 4), T0(FLT), T(FLT, 3, 1)},
                 .ihi = {2}});
+    /* optimizer updates (written in place; checked by check_update) */
+    {
+        double wd = 0.01;
+        int64_t wdb;
+        memcpy(&wdb, &wd, sizeof wdb);
+        add((tcase){.op = DBR_OP_SGD_UPDATE, .n_in = 2, .in = {T(FLT, 7, 13), T(FLT, 7, 13)},
+                    .a = {.f = {0.1, 0.01}}});
+        for (int nest = 0; nest < 2; nest++)
+            add((tcase){.op = DBR_OP_MOMENTUM_UPDATE, .n_in = 3,
+                        .in = {T(FLT, 5, 3), T(FLT, 5, 3), T(FLT, 5, 3)},
+                        .a = {.i = {nest}, .f = {0.1, 0.9, 0.01}}});
+        for (int dec = 0; dec < 2; dec++)
+            add((tcase){.op = DBR_OP_ADAM_UPDATE, .n_in = 4,
+                        .in = {T(FLT, 11), T(FLT, 11), T(FLT, 11), T(FLT, 11)},
+                        .gen = {G_ANY, G_ANY, G_ANY, G_POS},
+                        .a = {.i = {dec, 3, wdb}, .f = {1e-3, 0.9, 0.999, 1e-8}}});
+    }
     /* derivative helpers */
     add((tcase){.op = DBR_OP_RELU_BWD, .n_in = 2, .in = {T(FLT, 7, 13), T(FLT, 7, 13)},
                 .gen = {G_RELU_OUT}});
@@ -1578,7 +1653,7 @@ static void test_every_op_has_a_case(void **state) {
             fprintf(stderr, "  op %s has no forward case\n", dbr_ops[op].name);
             missing++;
         }
-        if (dbr_ops[op].cat != DBR_CAT_GRAD && !grad[op]) {
+        if (dbr_op_differentiable((dbr_op)op) && !grad[op]) {
             fprintf(stderr, "  op %s has no gradient case\n", dbr_ops[op].name);
             missing++;
         }

@@ -375,12 +375,13 @@ static void usage_dot(FILE *f) {
             "usage: dbr dot [flags] -o FILE\n"
             "\n"
             "Records one training step of a zoo model in meta mode (shapes only, no data, so\n"
-            "any batch size fits) and draws its graph: forward and backward nodes in distinct\n"
-            "colours, labels with op, shape, bytes and the model's file:line, parameters named.\n"
+            "any batch size fits) and draws its graph: forward, backward and optimizer nodes\n"
+            "in distinct colours, labels with op, shape, bytes and the model's file:line,\n"
+            "parameters named.\n"
             "\n"
             "  --model NAME       %s (default mlp)\n"
             "  --batch B          batch size (default 64)\n"
-            "  --forward-only     leave out the backward pass\n"
+            "  --forward-only     leave out the backward pass and the optimizer update\n"
             "  --layer PREFIX     only nodes reading parameters whose names start with PREFIX\n"
             "                     (plus their neighbours, faded)\n"
             "  -o, --output FILE  .svg, .png (rendered by Graphviz) or .dot (the DOT text)\n"
@@ -437,7 +438,15 @@ static int cmd_dot(int argc, char **argv) {
     dbr_tensor *x = dbr_input(ctx, DBR_F32, DBR_SHAPE(batch, 784), NULL, false);
     dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(batch), NULL, false);
     dbr_tensor *loss = dbr_cross_entropy(ctx, m->fn(ctx, x), y);
-    if (!o.forward_only) dbr_backward(ctx, loss);
+    if (!o.forward_only) {
+        /* the model's recipe optimizer, so the drawing shows its updates */
+        dbr_optim opt = {.lr = m->lr};
+        opt.kind = !strcmp(m->optimizer, "sgd")        ? DBR_SGD
+                   : !strcmp(m->optimizer, "momentum") ? DBR_MOMENTUM
+                   : !strcmp(m->optimizer, "adamw")    ? DBR_ADAMW
+                                                       : DBR_ADAM;
+        if (dbr_backward(ctx, loss) == 0 && dbr_optim_set(ctx, &opt) == 0) dbr_optim_step(ctx);
+    }
     const dbr_graph *g = dbr_error(ctx) ? NULL : dbr_graph_of(ctx);
     int rc = 0;
     if (!g) {
