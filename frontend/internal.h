@@ -55,6 +55,9 @@ typedef struct dbr_trace {
     void *arena;               /* shared by every plan of this context */
     int64_t arena_cap;
     int64_t breaks, flushes;
+    int32_t step_flushes;      /* plans run in this step */
+    int64_t fast_hits;         /* steps that ran a cached plan without any pass */
+    struct dbr_plan *last_plan; /* the plan the last flush ran */
     bool read_cut;             /* the last flush served a read */
     double host_ms, run_ms;    /* recording and flush bookkeeping; running plans */
     int64_t arena_bytes, lower_bound; /* of the last plan run */

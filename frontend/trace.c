@@ -574,6 +574,100 @@ static dbr_tensor **params_by_slot(dbr_ctx *ctx) {
     return v;
 }
 
+/* Tensors the user kept (dbr_keep, the loss) that are not computed yet:
+ * every flush hands them out, as eager mode keeps them readable. */
+static int kept_requests(dbr_ctx *ctx, const dbr_tensor *want, out_req **req, int32_t *n,
+                         int32_t *cap) {
+    dbr_trace *tr = &ctx->tr;
+    int rc = 0;
+    for (int32_t v = 0; v < tr->graph->n_vals; v++) {
+        dbr_tensor *t = v < tr->vt_cap ? tr->vt[v] : NULL;
+        if (t && t != want && t->kept && t->vid == v && t->vgen == tr->gen && !t->data &&
+            tr->graph->vals[v].kind == DBR_V_INTER && v >= tr->barrier)
+            rc |= add_req(req, n, cap, (out_req){OUT_TENSOR, v, t, -1});
+    }
+    return rc;
+}
+
+/* Bind this step's tensors to p, run it and hand its outputs out in
+ * request order. mat: the values materialized earlier in the step (VALUE
+ * bindings), or NULL when there are none. */
+static int run_plan(dbr_ctx *ctx, dbr_plan *p, dbr_tensor *const *mat, out_req *req,
+                    int32_t n_req, const char *file, int line, const char *api) {
+    dbr_trace *tr = &ctx->tr;
+    int rc = 0;
+    void **bp = calloc((size_t)p->n_binds + 1, sizeof *bp);
+    dbr_tensor **ps = params_by_slot(ctx);
+    if (!bp || !ps) {
+        free(bp);
+        free(ps);
+        dbr_set_error(ctx, file, line, api, "out of memory");
+        return -1;
+    }
+    for (int32_t b = 0; b < p->n_binds; b++) {
+        const dbr_bind *bd = &p->binds[b];
+        switch (bd->kind) {
+        case DBR_BIND_PARAM: bp[b] = ps[bd->slot]->data; break;
+        case DBR_BIND_INPUT: bp[b] = tr->inputs[bd->slot]->data; break;
+        case DBR_BIND_VALUE: bp[b] = mat ? mat[bd->slot]->data : NULL; break;
+        case DBR_BIND_STATE: bp[b] = dbr_optim_state_of(ctx, bd->slot / 2, bd->slot % 2); break;
+        case DBR_BIND_CONST: bp[b] = NULL; break;
+        }
+    }
+    int32_t failed = -1;
+    p->arena = tr->arena;
+    double run0 = now_ms();
+    dbr_run_keys keys = {.seed = ctx->cfg.seed, .step = ctx->step, .opt_t = ctx->optim_steps + 1};
+    int run_rc = dbr_plan_run(p, bp, &keys, NULL, &failed);
+    tr->run_ms += now_ms() - run0;
+    if (run_rc) {
+        const dbr_node *nd = &p->launches[failed].node;
+        dbr_set_error(ctx, nd->file, nd->line, nd->api,
+                      "the CPU kernel for %s (%s) failed: unsupported dtype or out of "
+                      "scratch memory",
+                      dbr_ops[nd->op].name, dbr_dt_name(nd->out.dtype));
+        rc = -1;
+    }
+    bool updated = false;
+    for (int32_t k = 0; rc == 0 && k < n_req; k++) {
+        const void *src = dbr_plan_output(p, bp, k);
+        out_req *q = &req[k];
+        if (q->kind == OUT_TENSOR) {
+            dbr_tensor *t = q->t;
+            t->data = dbr_mem_alloc(ctx, t->nbytes);
+            if (!t->data) {
+                dbr_set_error(ctx, file, line, api, "out of memory");
+                rc = -1;
+                break;
+            }
+            t->owns_data = true;
+            memcpy(t->data, src, (size_t)t->nbytes);
+        } else if (q->kind == OUT_GRAD) {
+            if (dbr_param_grad_add(ctx, q->t, src)) rc = -1;
+        } else if (q->kind == OUT_EFFECT) {
+            dbr_effect *e = &tr->effects[q->effect];
+            dbr_bn_update_running(e->running_mean, e->running_var,
+                                  tr->graph->vals[e->vid].t.dtype, src,
+                                  tr->graph->vals[e->vid].t.shape[1], e->momentum, e->count);
+        } else {
+            updated = true;
+        }
+    }
+    if (rc == 0) {
+        if (updated) ctx->optim_steps++; /* the plan ran the updates with this t */
+        tr->n_updates = 0;
+        tr->grads_pending = false;
+        tr->n_effects = 0;
+        tr->arena_bytes = p->arena_bytes;
+        tr->lower_bound = p->lower_bound;
+        tr->flushes++;
+        tr->step_flushes++;
+    }
+    free(bp);
+    free(ps);
+    return rc;
+}
+
 static int flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
     const char *api = want ? "dbr_item" : "dbr_step";
     dbr_trace *tr = &ctx->tr;
@@ -602,12 +696,7 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
         rc |= add_req(&req, &n_req, &cap, (out_req){OUT_EFFECT, tr->effects[e].vid, NULL, e});
     for (int32_t u = 0; u < tr->n_updates; u++)
         rc |= add_req(&req, &n_req, &cap, (out_req){OUT_UPDATE, tr->updates[u], NULL, -1});
-    for (int32_t v = 0; v < tr->graph->n_vals; v++) {
-        dbr_tensor *t = v < tr->vt_cap ? tr->vt[v] : NULL;
-        if (t && t != want && t->kept && t->vid == v && t->vgen == tr->gen && !t->data &&
-            tr->graph->vals[v].kind == DBR_V_INTER && v >= tr->barrier)
-            rc |= add_req(&req, &n_req, &cap, (out_req){OUT_TENSOR, v, t, -1});
-    }
+    rc |= kept_requests(ctx, want, &req, &n_req, &cap);
     if (rc) {
         free(req);
         dbr_set_error(ctx, file, line, api, "out of memory");
@@ -655,75 +744,9 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
         rc = -1;
         goto out;
     }
-    void **bp = calloc((size_t)p->n_binds + 1, sizeof *bp);
-    dbr_tensor **ps = params_by_slot(ctx);
-    if (!bp || !ps) {
-        free(bp);
-        free(ps);
-        dbr_set_error(ctx, file, line, api, "out of memory");
-        rc = -1;
-        goto out;
-    }
-    for (int32_t b = 0; b < p->n_binds; b++) {
-        const dbr_bind *bd = &p->binds[b];
-        switch (bd->kind) {
-        case DBR_BIND_PARAM: bp[b] = ps[bd->slot]->data; break;
-        case DBR_BIND_INPUT: bp[b] = tr->inputs[bd->slot]->data; break;
-        case DBR_BIND_VALUE: bp[b] = s.mat[bd->slot]->data; break;
-        case DBR_BIND_STATE:
-            bp[b] = dbr_optim_state_of(ctx, (bd->slot) / 2, bd->slot % 2);
-            break;
-        case DBR_BIND_CONST: bp[b] = NULL; break;
-        }
-    }
-    int32_t failed = -1;
-    p->arena = tr->arena;
-    double run0 = now_ms();
-    dbr_run_keys keys = {.seed = ctx->cfg.seed, .step = ctx->step, .opt_t = ctx->optim_steps + 1};
-    int run_rc = dbr_plan_run(p, bp, &keys, NULL, &failed);
-    tr->run_ms += now_ms() - run0;
-    if (run_rc) {
-        const dbr_node *nd = &p->launches[failed].node;
-        dbr_set_error(ctx, nd->file, nd->line, nd->api,
-                      "the CPU kernel for %s (%s) failed: unsupported dtype or out of "
-                      "scratch memory",
-                      dbr_ops[nd->op].name, dbr_dt_name(nd->out.dtype));
-        rc = -1;
-    }
-    for (int32_t k = 0; rc == 0 && k < n_req; k++) {
-        const void *src = dbr_plan_output(p, bp, k);
-        out_req *q = &req[k];
-        if (q->kind == OUT_TENSOR) {
-            dbr_tensor *t = q->t;
-            t->data = dbr_mem_alloc(ctx, t->nbytes);
-            if (!t->data) {
-                dbr_set_error(ctx, file, line, api, "out of memory");
-                rc = -1;
-                break;
-            }
-            t->owns_data = true;
-            memcpy(t->data, src, (size_t)t->nbytes);
-        } else if (q->kind == OUT_GRAD) {
-            if (dbr_param_grad_add(ctx, q->t, src)) rc = -1;
-        } else if (q->kind == OUT_EFFECT) {
-            dbr_effect *e = &tr->effects[q->effect];
-            dbr_bn_update_running(e->running_mean, e->running_var,
-                                  tr->graph->vals[e->vid].t.dtype, src,
-                                  tr->graph->vals[e->vid].t.shape[1], e->momentum, e->count);
-        }
-    }
-    if (rc == 0) {
-        if (tr->n_updates) ctx->optim_steps++; /* the plan ran them with this t */
-        tr->n_updates = 0;
-        tr->grads_pending = false;
-        tr->n_effects = 0;
-        tr->arena_bytes = p->arena_bytes;
-        tr->lower_bound = p->lower_bound;
-        tr->flushes++;
-        tr->read_cut |= want != NULL;
-    }
-    free(bp);
-    free(ps);
+    rc = run_plan(ctx, p, s.mat, req, n_req, file, line, api);
+    tr->read_cut |= rc == 0 && want != NULL;
+    tr->last_plan = rc == 0 ? p : NULL;
 out:
     segment_free(&s);
     free(want_ids);
@@ -747,6 +770,59 @@ int dbr_trace_flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) 
 }
 
 
+
+/* The key of a step before autodiff: the recorded forward graph, the loss,
+ * the optimizer, the effects and the kept values. */
+static uint64_t fast_key(dbr_ctx *ctx) {
+    dbr_trace *tr = &ctx->tr;
+    const dbr_optim *o = &ctx->optim;
+    uint64_t k = mix(dbr_graph_hash(tr->graph), (uint64_t)tr->bwd_loss);
+    k = mix(mix(k, (uint64_t)tr->graph->n_vals), (uint64_t)tr->graph->n_nodes);
+    double h[7] = {o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay, (double)o->nesterov};
+    uint64_t bits;
+    k = mix(k, (uint64_t)o->kind);
+    for (int i = 0; i < 7; i++) {
+        memcpy(&bits, &h[i], sizeof bits);
+        k = mix(k, bits);
+    }
+    for (int32_t e = 0; e < tr->n_effects; e++) k = mix(k, (uint64_t)tr->effects[e].vid);
+    for (int32_t v = 0; v < tr->graph->n_vals; v++) {
+        const dbr_tensor *t = v < tr->vt_cap ? tr->vt[v] : NULL;
+        if (t && t->kept && t->vid == v && tr->graph->vals[v].kind == DBR_V_INTER) k = mix(k, (uint64_t)v);
+    }
+    return k;
+}
+
+/* Run the step from the plan an earlier identical step registered. Returns
+ * 0 (ran), 1 (no such plan: take the full path) or -1 (error). */
+static int fast_step(dbr_ctx *ctx, uint64_t *fk, const char *file, int line) {
+    dbr_trace *tr = &ctx->tr;
+    *fk = fast_key(ctx);
+    dbr_plan_cache *c = cache(ctx);
+    dbr_plan *p = c ? dbr_plan_cache_alias(c, *fk) : NULL;
+    if (!p) return 1;
+    if (dbr_optim_ensure_state(ctx, file, line)) return -1;
+    out_req *req = NULL;
+    int32_t n_req = 0, cap = 0;
+    int rc = 0;
+    for (int32_t e = 0; e < tr->n_effects; e++)
+        rc |= add_req(&req, &n_req, &cap, (out_req){OUT_EFFECT, tr->effects[e].vid, NULL, e});
+    for (int32_t u = 0; u < p->alias_updates; u++)
+        rc |= add_req(&req, &n_req, &cap, (out_req){OUT_UPDATE, -1, NULL, -1});
+    rc |= kept_requests(ctx, NULL, &req, &n_req, &cap);
+    if (rc || n_req != p->n_outputs) {
+        free(req);
+        if (rc) dbr_set_error(ctx, file, line, "dbr_optim_step", "out of memory");
+        return rc ? -1 : 1;
+    }
+    rc = run_plan(ctx, p, NULL, req, n_req, file, line, "dbr_optim_step");
+    free(req);
+    if (rc == 0) {
+        tr->bwd_done = true; /* the plan held the backward pass */
+        tr->fast_hits++;
+    }
+    return rc;
+}
 
 static int add_update(dbr_trace *tr, int32_t vid) {
     if (tr->n_updates == tr->updates_cap) {
@@ -795,7 +871,20 @@ int dbr_trace_optim(dbr_ctx *ctx, const char *file, int line) {
     const char *api = "dbr_optim_step";
     dbr_trace *tr = &ctx->tr;
     char err[512] = "";
-    if (tr->graph && tr->bwd_loss >= 0 && !tr->bwd_done && run_autodiff(ctx, err, sizeof err)) {
+    bool pending_bwd = tr->graph && tr->bwd_loss >= 0 && !tr->bwd_done;
+    bool fresh = ctx->cfg.mode == DBR_MODE_COMPILED && pending_bwd && tr->step_flushes == 0;
+    for (dbr_tensor *p = ctx->params; p && fresh; p = p->next) fresh = p->grad == NULL;
+    uint64_t fk = 0;
+    if (fresh) {
+        /* A step like an earlier one: same recorded forward graph, loss,
+         * optimizer and kept values. Its plan runs without autodiff or any
+         * other pass. */
+        double t0 = now_ms(), run0 = tr->run_ms;
+        int r = fast_step(ctx, &fk, file, line);
+        tr->host_ms += (now_ms() - t0) - (tr->run_ms - run0); /* hashing, lookup, binding */
+        if (r <= 0) return r;
+    }
+    if (pending_bwd && run_autodiff(ctx, err, sizeof err)) {
         dbr_set_error(ctx, file, line, "dbr_backward", "%s", err);
         return -1;
     }
@@ -857,7 +946,13 @@ int dbr_trace_optim(dbr_ctx *ctx, const char *file, int line) {
         tr->n_updates = 0;
         return 0;
     }
-    return dbr_trace_flush(ctx, NULL, file, line);
+    int32_t n_updates = tr->n_updates;
+    int rc = dbr_trace_flush(ctx, NULL, file, line);
+    if (rc == 0 && fresh && tr->last_plan && tr->step_flushes == 1) {
+        tr->last_plan->alias = fk; /* the next such step takes the fast path */
+        tr->last_plan->alias_updates = n_updates;
+    }
+    return rc;
 }
 
 int dbr_trace_step_end(dbr_ctx *ctx) {
@@ -876,6 +971,8 @@ int dbr_trace_step_end(dbr_ctx *ctx) {
     tr->grads_pending = false;
     tr->n_effects = 0;
     tr->n_updates = 0;
+    tr->step_flushes = 0;
+    tr->last_plan = NULL;
     tr->barrier = 0;
     tr->read_cut = false;
     return rc;
@@ -930,5 +1027,6 @@ void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out) {
     out->arena_bytes = tr->arena_bytes;
     out->arena_lower_bound = tr->lower_bound;
     out->host_ms = tr->host_ms;
+    out->pass_free_hits = tr->fast_hits;
     out->run_ms = tr->run_ms;
 }

@@ -104,6 +104,7 @@ typedef struct dbr_stats {
     double compile_ms;
     int64_t graph_breaks, flushes;
     int64_t arena_bytes, arena_lower_bound;
+    int64_t pass_free_hits; /* hits found before autodiff: no pass ran at all */
     double host_ms; /* recording ops, cutting, hashing, cache lookups, binding */
     double run_ms;  /* running plans */
 } dbr_stats;

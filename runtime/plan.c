@@ -62,6 +62,16 @@ dbr_plan *dbr_plan_cache_get(dbr_plan_cache *c, uint64_t key) {
     return NULL;
 }
 
+dbr_plan *dbr_plan_cache_alias(dbr_plan_cache *c, uint64_t alias) {
+    for (int32_t i = 0; alias && i < c->n; i++)
+        if (c->plans[i]->alias == alias) {
+            c->hits++;
+            c->plans[i]->last_used = ++c->clock;
+            return c->plans[i];
+        }
+    return NULL;
+}
+
 int dbr_plan_cache_put(dbr_plan_cache *c, dbr_plan *p, dbr_plan **evicted) {
     *evicted = NULL;
     if (c->cap == 0) c->cap = 16;

@@ -48,6 +48,10 @@ typedef struct dbr_plan {
     const dbr_device_ops *dev;
     double compile_ms;
     uint64_t last_used;
+    /* a second key: the step before autodiff (0 if none), and how many
+     * optimizer updates it holds, so such steps skip every pass */
+    uint64_t alias;
+    int32_t alias_updates;
 } dbr_plan;
 
 /* Queue every launch, in order, on stream of the plan's device, then wait
@@ -81,6 +85,9 @@ typedef struct dbr_plan_cache {
 
 /* The plan with this key, or NULL (counted as a hit or a miss). */
 dbr_plan *dbr_plan_cache_get(dbr_plan_cache *c, uint64_t key);
+/* The plan registered under a second key (counted as a hit), or NULL
+ * (not counted: the caller goes on to the full key). */
+dbr_plan *dbr_plan_cache_alias(dbr_plan_cache *c, uint64_t alias);
 /* Insert p; when full, the least recently used plan is returned through
  * *evicted for the caller to free. Returns 0 or -1 (out of memory). */
 int dbr_plan_cache_put(dbr_plan_cache *c, dbr_plan *p, dbr_plan **evicted);

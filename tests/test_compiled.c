@@ -136,6 +136,8 @@ static void mlp_bitwise(void **state) {
     assert_int_equal(st.cache_misses, 1);
     assert_int_equal(st.cache_hits, 49);
     assert_int_equal(st.graph_breaks, 0);
+    /* a repeated step runs its plan without autodiff or any other pass */
+    assert_int_equal(st.pass_free_hits, 49);
 }
 
 /* A compiled step holds parameters, optimizer state and one arena; eager
