@@ -87,12 +87,57 @@ static void short_run_json(void **state) {
     assert_true(acc > 0.3); /* 20 steps are far above chance (0.1) */
 }
 
+static void compiled_run_json(void **state) {
+    (void)state;
+    if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) != 0 &&
+        !getenv("DBR_FASHION_MNIST"))
+        skip();
+    int rc = run("train --model mlp --mode compiled --steps 6 --batch 16 --json", out, sizeof out);
+    if (rc != 0) fail_msg("exit %d: %s", rc, out);
+    const char *keys[] = {"\"mode\": \"compiled\"", "\"cache_hits\": 5", "\"cache_misses\": 1",
+                          "\"compile_ms\":", "\"graph_breaks\": 0", "\"arena_bytes\":",
+                          "\"arena_lower_bound\":"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strstr(out, keys[i])) fail_msg("--json output lacks %s: %s", keys[i], out);
+}
+
+static void dot_draws_the_step(void **state) {
+    (void)state;
+    char dir[] = "/tmp/dbr_cli_dot_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char args[512], path[256];
+    snprintf(path, sizeof path, "%s/mlp.dot", dir);
+    snprintf(args, sizeof args, "dot --model mlp --batch 8 -o %s", path);
+    int rc = run(args, out, sizeof out);
+    if (rc != 0) fail_msg("exit %d: %s", rc, out);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char text[1 << 18];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = 0;
+    fclose(f);
+    /* forward, backward and the optimizer's updates, with the model's lines */
+    assert_non_null(strstr(text, "matmul"));
+    assert_non_null(strstr(text, "relu_bwd"));
+    assert_non_null(strstr(text, "adam_update"));
+    assert_non_null(strstr(text, "mlp.c:"));
+    assert_non_null(strstr(text, "fc1.w"));
+    remove(path);
+    assert_int_equal(run("dot --model mlp", out, sizeof out), 2); /* no -o */
+    snprintf(args, sizeof args, "dot --model mlp -o %s/x.bmp", dir);
+    assert_int_equal(run(args, out, sizeof out), 1); /* unknown format: a clear error */
+    assert_non_null(strstr(out, "x.bmp"));
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(help_texts),
         cmocka_unit_test(bad_flags_exit_2),
         cmocka_unit_test(missing_data_exit_1),
         cmocka_unit_test(short_run_json),
+        cmocka_unit_test(compiled_run_json),
+        cmocka_unit_test(dot_draws_the_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
