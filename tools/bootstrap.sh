@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build pkg-config zlib1g-dev llvm-19-dev libzstd-dev
       libxml2-dev libglpk-dev libcmocka-dev libgraphviz-dev graphviz libopenmpi-dev
-      openmpi-bin libopenblas-dev dataset-fashion-mnist clang)
+      openmpi-bin libopenblas-dev dataset-fashion-mnist clang libjansson-dev)
 for arg in "$@"; do
     case "$arg" in
         --bench) pkgs+=(python3-torch) ;;
