@@ -1,11 +1,31 @@
-/* zoo.c: the table of models the dbr command and benchmarks can name. */
+/* zoo.c: the table of models the dbr command and benchmarks can name. The
+ * recipes of the paper-sized models are their papers' optimizers and initial
+ * learning rates (not measured here). */
 #include "models.h"
 
 #include <string.h>
 
 static const dbr_model_info zoo[] = {
-    {"mlp", dbr_model_mlp, "784-512-512-10 perceptron with ReLU", "adam", 5e-4},
-    {"cnn", dbr_model_cnn, "2x (conv3x3-bn-relu-maxpool) + linear, for 28x28 images", "momentum", 0.02},
+    {"mlp", dbr_model_mlp, "784-512-512-10 perceptron with ReLU", "adam", 5e-4, 0, {0}, DBR_F32},
+    {"cnn", dbr_model_cnn, "2x (conv3x3-bn-relu-maxpool) + linear, for 28x28 images", "momentum",
+     0.02, 0, {0}, DBR_F32},
+    {"resnet50", dbr_model_resnet50, "ResNet-50, bottleneck blocks + BN, 224x224 -> 1000 classes",
+     "momentum", 0.1, 3, {3, 224, 224}, DBR_F32},
+    {"resnet152", dbr_model_resnet152, "ResNet-152, bottleneck blocks + BN, 224x224 -> 1000 classes",
+     "momentum", 0.1, 3, {3, 224, 224}, DBR_F32},
+    {"vgg19", dbr_model_vgg19, "VGG-19 (configuration E, no BN), 224x224 -> 1000 classes",
+     "momentum", 0.01, 3, {3, 224, 224}, DBR_F32},
+    {"densenet121", dbr_model_densenet121,
+     "DenseNet-121 (BC, growth 32, 6-12-24-16), 224x224 -> 1000 classes", "momentum", 0.1, 3,
+     {3, 224, 224}, DBR_F32},
+    {"googlenet", dbr_model_googlenet,
+     "GoogLeNet / Inception v1 (no BN, no aux heads), 224x224 -> 1000 classes", "momentum", 0.01, 3,
+     {3, 224, 224}, DBR_F32},
+    {"unet", dbr_model_unet, "U-Net, valid convs, 1x572x572 -> 2x388x388 per-pixel logits",
+     "momentum", 0.01, 3, {1, 572, 572}, DBR_F32},
+    {"gpt", dbr_model_gpt,
+     "GPT-2-style transformer (pre-LN, tied head; dbr_gpt_configure), tokens -> [N, T, vocab]",
+     "adamw", 3e-4, 1, {128}, DBR_I32},
 };
 
 const dbr_model_info *dbr_model_find(const char *name) {
@@ -14,4 +34,6 @@ const dbr_model_info *dbr_model_find(const char *name) {
     return NULL;
 }
 
-const char *dbr_model_names(void) { return "mlp, cnn"; }
+const char *dbr_model_names(void) {
+    return "mlp, cnn, resnet50, resnet152, vgg19, densenet121, googlenet, unet, gpt";
+}

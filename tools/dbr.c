@@ -42,7 +42,7 @@ static void usage_train(FILE *f) {
             "Trains a zoo model on Fashion-MNIST (eager mode, CPU), then reports test accuracy,\n"
             "wall time and peak memory.\n"
             "\n"
-            "  --model NAME       model to train: %s (default mlp)\n"
+            "  --model NAME       mlp or cnn, the zoo's 28x28 models (default mlp)\n"
             "  --mode MODE        eager (each op runs at once) or compiled (record, compile once\n"
             "                     per shape signature, replay over one arena); default eager\n"
             "  --epochs N         passes over the training set (default 1)\n"
@@ -60,7 +60,7 @@ static void usage_train(FILE *f) {
             "  --save PATH        save the trained parameters as .npz\n"
             "  --json             print one JSON object instead of progress and summary\n"
             "  -h, --help         this text\n",
-            dbr_model_names(), dbr_fashion_mnist_dir());
+            dbr_fashion_mnist_dir());
 }
 
 typedef struct train_args {
@@ -111,7 +111,13 @@ static int parse_train(int argc, char **argv, train_args *a) {
         const char *v = argv[++i];
         int64_t n;
         if (!strcmp(f, "--model")) {
-            if (!dbr_model_find(v)) return bad_flag("unknown model '%s' (known: %s)", v, dbr_model_names());
+            const dbr_model_info *mi = dbr_model_find(v);
+            if (!mi) return bad_flag("unknown model '%s' (known: %s)", v, dbr_model_names());
+            if (mi->input_rank != 0)
+                return bad_flag("model '%s' does not take 28x28 images: dbr train trains on "
+                                "Fashion-MNIST, which fits mlp and cnn (`dbr dot --model %s` "
+                                "records it at its paper's size)",
+                                v, v);
             a->model = v;
         } else if (!strcmp(f, "--mode")) {
             if (strcmp(v, "eager") && strcmp(v, "compiled"))
@@ -389,6 +395,18 @@ static void usage_dot(FILE *f) {
             dbr_model_names());
 }
 
+/* Cross-entropy over the model's class axis: [N, C] logits, per-pixel
+ * [N, C, H, W] or per-token [N, T, V] ones, against labels of the matching
+ * count (meta mode: shapes only). */
+static dbr_tensor *class_loss(dbr_ctx *ctx, dbr_tensor *z) {
+    if (!z) return NULL;
+    if (z->ndim == 4) z = dbr_permute(ctx, z, DBR_AXES(0, 2, 3, 1));
+    if (z && z->ndim > 2) z = dbr_reshape(ctx, z, DBR_SHAPE(-1, z->shape[z->ndim - 1]));
+    if (!z) return NULL;
+    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(z->shape[0]), NULL, false);
+    return dbr_cross_entropy(ctx, z, y);
+}
+
 static int cmd_dot(int argc, char **argv) {
     const char *model = "mlp", *out = NULL;
     int64_t batch = 64;
@@ -435,9 +453,11 @@ static int cmd_dot(int argc, char **argv) {
     if (!ctx) return 1;
     const dbr_model_info *m = dbr_model_find(model);
     dbr_step_begin(ctx);
-    dbr_tensor *x = dbr_input(ctx, DBR_F32, DBR_SHAPE(batch, 784), NULL, false);
-    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(batch), NULL, false);
-    dbr_tensor *loss = dbr_cross_entropy(ctx, m->fn(ctx, x), y);
+    int64_t shape[4] = {batch, 784};
+    int rank = m->input_rank ? m->input_rank + 1 : 2;
+    for (int i = 0; i < m->input_rank; i++) shape[1 + i] = m->input_dims[i];
+    dbr_tensor *x = dbr_input(ctx, m->input_dtype, rank, shape, NULL, false);
+    dbr_tensor *loss = class_loss(ctx, m->fn(ctx, x));
     if (!o.forward_only) {
         /* the model's recipe optimizer, so the drawing shows its updates */
         dbr_optim opt = {.lr = m->lr};
