@@ -1,0 +1,31 @@
+/* remat_ir.h: from a recorded IR graph to the recomputation planner's
+ * graph, with a roofline cost model for each op's time. */
+#ifndef DBR_PASSES_REMAT_IR_H
+#define DBR_PASSES_REMAT_IR_H
+
+#include "ir/graph.h"
+#include "passes/remat.h"
+
+typedef struct dbr_cost_model {
+    double flops_per_s; /* sustained, for GEMM-like work */
+    double bytes_per_s; /* memory bandwidth */
+    double launch_s;    /* fixed cost per op */
+    const char *name;   /* where the figures come from */
+} dbr_cost_model;
+
+/* This project's CPU machines, as measured in ENVIRONMENT.md. */
+dbr_cost_model dbr_cost_model_cpu(void);
+
+/* Floating-point operations of node n (multiply-adds count 2). */
+double dbr_node_flops(const dbr_graph *g, const dbr_inode *n);
+/* max(flops / rate, bytes moved / bandwidth) + launch cost, in seconds. */
+double dbr_node_time(const dbr_graph *g, const dbr_inode *n, const dbr_cost_model *cm);
+
+/* The forward nodes (phase FWD) of g, in order, as a planner graph: output
+ * bytes, cost-model time, retain masks from ops.def; parameters, buffers,
+ * inputs and constants become leaves (parameters and buffers flagged as
+ * such). 0, or -1 with a message. */
+int dbr_rgraph_from_ir(const dbr_graph *g, const dbr_cost_model *cm, dbr_rgraph *out, char *err,
+                       size_t errlen);
+
+#endif
