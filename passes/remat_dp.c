@@ -1,0 +1,673 @@
+/* remat_dp.c: the dynamic programme of Kusumoto et al. (NeurIPS 2019) over
+ * increasing chains of lower sets, with a Pareto front per lower set, over
+ * the exact family of lower sets when it is small and an approximate family
+ * (ancestor closures and index prefixes) otherwise; and its cost model. */
+#include "passes/remat.h"
+
+#ifdef DBR_HAVE_GLPK
+#include <glpk.h>
+#endif
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define fail dbr_remat_fail
+
+typedef uint64_t word;
+
+typedef struct fam {
+    int32_t n, W, F;
+    word *bits; /* F sets of W words */
+    int32_t *pop;
+    int32_t cap;
+} fam;
+
+static word *set_at(fam *f, int32_t s) { return f->bits + (size_t)s * f->W; }
+
+static int fam_push(fam *f, const word *s) {
+    if (f->F == f->cap) {
+        int32_t nc = f->cap ? f->cap * 2 : 64;
+        word *nb = realloc(f->bits, (size_t)nc * f->W * sizeof(word));
+        if (!nb)
+            return -1;
+        f->bits = nb;
+        f->cap = nc;
+    }
+    memcpy(set_at(f, f->F++), s, (size_t)f->W * sizeof(word));
+    return 0;
+}
+
+static bool has(const word *s, int32_t i) { return (s[i >> 6] >> (i & 63)) & 1u; }
+static void put(word *s, int32_t i) { s[i >> 6] |= (word)1 << (i & 63); }
+
+/* Exact enumeration; returns 1 when the cap was hit. */
+static int enum_lower(const dbr_rgraph *g, fam *f, word *cur, int32_t i, int32_t cap) {
+    if (i == g->n) {
+        if (f->F >= cap)
+            return 1;
+        return fam_push(f, cur) ? -1 : 0;
+    }
+    int rc = enum_lower(g, f, cur, i + 1, cap);
+    if (rc)
+        return rc;
+    for (int32_t k = g->in_first[i]; k < g->in_first[i + 1]; k++)
+        if (g->ins[k] >= 0 && !has(cur, g->ins[k]))
+            return 0;
+    put(cur, i);
+    rc = enum_lower(g, f, cur, i + 1, cap);
+    cur[i >> 6] &= ~((word)1 << (i & 63));
+    return rc;
+}
+
+static int32_t popc(const word *s, int32_t W) {
+    int32_t c = 0;
+    for (int32_t w = 0; w < W; w++)
+        c += __builtin_popcountll(s[w]);
+    return c;
+}
+
+static fam *sort_ctx;
+static int cmp_sets(const void *x, const void *y) {
+    const word *a = set_at(sort_ctx, *(const int32_t *)x), *b = set_at(sort_ctx, *(const int32_t *)y);
+    int32_t pa = popc(a, sort_ctx->W), pb = popc(b, sort_ctx->W);
+    if (pa != pb)
+        return pa < pb ? -1 : 1;
+    return memcmp(a, b, (size_t)sort_ctx->W * sizeof(word));
+}
+
+/* Sorts by size (so every subset comes first) and removes duplicates. */
+static int fam_sort(fam *f) {
+    int32_t *ord = malloc(((size_t)f->F + 1) * sizeof(int32_t));
+    word *nb = malloc(((size_t)f->F + 1) * f->W * sizeof(word));
+    f->pop = malloc(((size_t)f->F + 1) * sizeof(int32_t));
+    if (!ord || !nb || !f->pop) {
+        free(ord);
+        free(nb);
+        return -1;
+    }
+    for (int32_t s = 0; s < f->F; s++)
+        ord[s] = s;
+    sort_ctx = f;
+    qsort(ord, (size_t)f->F, sizeof(int32_t), cmp_sets);
+    int32_t m = 0;
+    for (int32_t s = 0; s < f->F; s++) {
+        const word *x = set_at(f, ord[s]);
+        if (m && !memcmp(nb + (size_t)(m - 1) * f->W, x, (size_t)f->W * sizeof(word)))
+            continue;
+        memcpy(nb + (size_t)m * f->W, x, (size_t)f->W * sizeof(word));
+        f->pop[m++] = popc(x, f->W);
+    }
+    free(ord);
+    free(f->bits);
+    f->bits = nb;
+    f->F = m;
+    f->cap = m;
+    return 0;
+}
+
+static int fam_build(const dbr_rgraph *g, int32_t cap, bool force_approx, fam *f, bool *exact) {
+    int32_t n = g->n;
+    memset(f, 0, sizeof *f);
+    f->n = n;
+    f->W = (n + 63) / 64 + (n == 0);
+    word *cur = calloc((size_t)f->W, sizeof(word));
+    if (!cur)
+        return -1;
+    int rc = force_approx ? 1 : enum_lower(g, f, cur, 0, cap);
+    *exact = rc == 0;
+    if (rc < 0) {
+        free(cur);
+        return -1;
+    }
+    if (rc == 1) {
+        f->F = 0;
+        /* the empty set, each node's ancestor closure, each index prefix, all */
+        word *anc = calloc((size_t)n * f->W + 1, sizeof(word));
+        if (!anc || fam_push(f, cur)) {
+            free(anc);
+            free(cur);
+            return -1;
+        }
+        for (int32_t i = 0; i < n; i++) {
+            word *a = anc + (size_t)i * f->W;
+            put(a, i);
+            for (int32_t k = g->in_first[i]; k < g->in_first[i + 1]; k++)
+                if (g->ins[k] >= 0)
+                    for (int32_t w = 0; w < f->W; w++)
+                        a[w] |= anc[(size_t)g->ins[k] * f->W + w];
+            put(cur, i);
+            if (fam_push(f, a) || fam_push(f, cur)) {
+                free(anc);
+                free(cur);
+                return -1;
+            }
+        }
+        free(anc);
+    }
+    free(cur);
+    return fam_sort(f);
+}
+
+static void fam_free(fam *f) {
+    free(f->bits);
+    free(f->pop);
+    memset(f, 0, sizeof *f);
+}
+
+/* ---- the cost model of one block ------------------------------------------------ */
+
+typedef struct block_cost {
+    double t;   /* recompute time (0 for the last block) */
+    int64_t k;  /* bytes kept for later blocks */
+    int64_t w;  /* working bytes */
+} block_cost;
+
+typedef struct ctx {
+    const dbr_rgraph *g;
+    dbr_rg_adj adj;
+    bool *rec;
+    int64_t *bnd; /* per family set: bytes of nodes consumed outside it */
+} ctx;
+
+static void block(const ctx *c, const word *a, const word *b, bool last, int64_t bnd_a,
+                  block_cost *out) {
+    const dbr_rgraph *g = c->g;
+    double t = 0;
+    int64_t k = 0, mv = 0, mkn = 0;
+    for (int32_t v = g->n - 1; v >= 0; v--) {
+        if (!has(b, v) || has(a, v))
+            continue;
+        bool outside = false, need = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
+        for (int32_t e = c->adj.out_first[v]; e < c->adj.out_first[v + 1]; e++) {
+            int32_t u = c->adj.outs[e];
+            if (!has(b, u))
+                outside = true;
+            else if (c->rec[u] || dbr_rg_bwd_reads_input(g, u, c->adj.out_pos[e]))
+                need = true;
+        }
+        bool keep = last || outside;
+        c->rec[v] = !keep && need;
+        mv += g->bytes[v];
+        if (outside)
+            k += g->bytes[v];
+        if (keep || c->rec[v])
+            mkn += g->bytes[v];
+        if (c->rec[v])
+            t += g->time[v];
+    }
+    for (int32_t v = 0; v < g->n; v++)
+        c->rec[v] = false;
+    out->t = t;
+    out->k = k;
+    out->w = mv + mkn + bnd_a;
+}
+
+static int64_t boundary(const ctx *c, const word *a) {
+    int64_t s = 0;
+    for (int32_t v = 0; v < c->g->n; v++) {
+        if (!has(a, v))
+            continue;
+        for (int32_t e = c->adj.out_first[v]; e < c->adj.out_first[v + 1]; e++)
+            if (!has(a, c->adj.outs[e])) {
+                s += c->g->bytes[v];
+                break;
+            }
+    }
+    return s;
+}
+
+static int ctx_init(ctx *c, const dbr_rgraph *g) {
+    memset(c, 0, sizeof *c);
+    c->g = g;
+    c->rec = calloc((size_t)g->n + 1, 1);
+    if (!c->rec || dbr_rg_adj_build(g, &c->adj)) {
+        free(c->rec);
+        return -1;
+    }
+    return 0;
+}
+
+static void ctx_free(ctx *c) {
+    free(c->rec);
+    free(c->bnd);
+    dbr_rg_adj_free(&c->adj);
+}
+
+int dbr_remat_dp_cost(const dbr_rgraph *g, const int32_t *seg_of, int32_t n_seg, double *overhead,
+                      int64_t *model_peak, char *err, size_t errlen) {
+    if (dbr_rg_validate(g, err, errlen))
+        return -1;
+    for (int32_t i = 0; i < g->n; i++) {
+        if (seg_of[i] < 0 || seg_of[i] >= n_seg)
+            return fail(err, errlen, "remat dp: segment out of range");
+        for (int32_t k = g->in_first[i]; k < g->in_first[i + 1]; k++)
+            if (g->ins[k] >= 0 && seg_of[g->ins[k]] > seg_of[i])
+                return fail(err, errlen, "remat dp: segments are not lower sets");
+    }
+    ctx c;
+    int32_t W = (g->n + 63) / 64 + 1;
+    word *a = calloc((size_t)W, sizeof(word)), *b = calloc((size_t)W, sizeof(word));
+    if (!a || !b || ctx_init(&c, g)) {
+        free(a);
+        free(b);
+        return fail(err, errlen, "remat: out of memory");
+    }
+    double t = 0;
+    int64_t K = 0, P = 0;
+    int32_t last_nonempty = -1;
+    for (int32_t s = 0; s < n_seg; s++)
+        for (int32_t i = 0; i < g->n; i++)
+            if (seg_of[i] == s)
+                last_nonempty = s;
+    for (int32_t s = 0; s <= last_nonempty; s++) {
+        bool any = false;
+        for (int32_t i = 0; i < g->n; i++)
+            if (seg_of[i] == s) {
+                put(b, i);
+                any = true;
+            }
+        if (!any)
+            continue;
+        block_cost bc;
+        block(&c, a, b, s == last_nonempty, boundary(&c, a), &bc);
+        if (K + bc.w > P)
+            P = K + bc.w;
+        K += bc.k;
+        t += bc.t;
+        memcpy(a, b, (size_t)W * sizeof(word));
+    }
+    ctx_free(&c);
+    free(a);
+    free(b);
+    *overhead = t;
+    *model_peak = P;
+    return 0;
+}
+
+/* ---- the DP ------------------------------------------------------------------ */
+
+typedef struct entry {
+    double t;
+    int64_t k, p;
+    int32_t prev_set, prev_ent;
+} entry;
+
+typedef struct front {
+    int32_t *e; /* indices into the entry pool */
+    int32_t len, cap;
+} front;
+
+typedef struct pool {
+    entry *e;
+    int32_t len, cap;
+} pool;
+
+static bool dominates(const entry *x, const entry *y, bool mem) {
+    if (mem) /* least peak exactly; overhead only breaks ties */
+        return x->k <= y->k && x->p <= y->p && (x->k < y->k || x->p < y->p || x->t <= y->t);
+    return x->t <= y->t && x->k <= y->k;
+}
+
+static int front_insert(front *f, pool *pl, const entry *cand, bool mem) {
+    for (int32_t i = 0; i < f->len; i++)
+        if (dominates(&pl->e[f->e[i]], cand, mem))
+            return 0;
+    int32_t m = 0;
+    for (int32_t i = 0; i < f->len; i++)
+        if (!dominates(cand, &pl->e[f->e[i]], mem))
+            f->e[m++] = f->e[i];
+    f->len = m;
+    if (pl->len == pl->cap) {
+        int32_t nc = pl->cap ? pl->cap * 2 : 256;
+        entry *ne = realloc(pl->e, (size_t)nc * sizeof *ne);
+        if (!ne)
+            return -1;
+        pl->e = ne;
+        pl->cap = nc;
+    }
+    if (f->len == f->cap) {
+        int32_t nc = f->cap ? f->cap * 2 : 4;
+        int32_t *ne = realloc(f->e, (size_t)nc * sizeof *ne);
+        if (!ne)
+            return -1;
+        f->e = ne;
+        f->cap = nc;
+    }
+    pl->e[pl->len] = *cand;
+    f->e[f->len++] = pl->len++;
+    return 0;
+}
+
+static bool subset(const word *a, const word *b, int32_t W) {
+    for (int32_t w = 0; w < W; w++)
+        if (a[w] & ~b[w])
+            return false;
+    return true;
+}
+
+void dbr_remat_dp_result_free(dbr_remat_dp_result *r) {
+    if (r) {
+        free(r->seg_of);
+        memset(r, 0, sizeof *r);
+    }
+}
+
+/* The family and the cost of every inclusion pair, shared by every budget. */
+struct dbr_remat_dp_ctx {
+    const dbr_rgraph *g;
+    fam f;
+    ctx c;
+    bool exact;
+    int32_t ne, cap;
+    int32_t *ea, *eb, *efirst; /* edges grouped by ea; efirst: F + 1 */
+    block_cost *ec;
+};
+
+void dbr_remat_dp_ctx_free(dbr_remat_dp_ctx *d) {
+    if (!d)
+        return;
+    fam_free(&d->f);
+    ctx_free(&d->c);
+    free(d->ea);
+    free(d->eb);
+    free(d->efirst);
+    free(d->ec);
+    free(d);
+}
+
+dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_opts *o, char *err,
+                                       size_t errlen) {
+    if (dbr_rg_validate(g, err, errlen))
+        return NULL;
+    dbr_remat_dp_ctx *d = calloc(1, sizeof *d);
+    if (!d) {
+        fail(err, errlen, "remat: out of memory");
+        return NULL;
+    }
+    d->g = g;
+    int32_t cap = o->max_lower_sets > 0 ? o->max_lower_sets : 1024;
+    if (fam_build(g, cap, o->force_approx, &d->f, &d->exact) || ctx_init(&d->c, g))
+        goto oom;
+    fam *f = &d->f;
+    d->c.bnd = malloc(((size_t)f->F + 1) * sizeof(int64_t));
+    d->efirst = calloc((size_t)f->F + 2, sizeof(int32_t));
+    if (!d->c.bnd || !d->efirst)
+        goto oom;
+    for (int32_t s = 0; s < f->F; s++)
+        d->c.bnd[s] = boundary(&d->c, set_at(f, s));
+    int32_t full = f->F - 1;
+    for (int32_t a = 0; a < f->F; a++) {
+        d->efirst[a] = d->ne;
+        for (int32_t b = a + 1; b < f->F && a < full; b++) {
+            if (f->pop[b] == f->pop[a] || !subset(set_at(f, a), set_at(f, b), f->W))
+                continue;
+            if (d->ne == d->cap) {
+                int32_t nc = d->cap ? d->cap * 2 : 64;
+                int32_t *na = realloc(d->ea, (size_t)nc * sizeof *na);
+                if (na)
+                    d->ea = na;
+                int32_t *nb = realloc(d->eb, (size_t)nc * sizeof *nb);
+                if (nb)
+                    d->eb = nb;
+                block_cost *ncs = realloc(d->ec, (size_t)nc * sizeof *ncs);
+                if (ncs)
+                    d->ec = ncs;
+                if (!na || !nb || !ncs)
+                    goto oom;
+                d->cap = nc;
+            }
+            d->ea[d->ne] = a;
+            d->eb[d->ne] = b;
+            block(&d->c, set_at(f, a), set_at(f, b), b == full, d->c.bnd[a], &d->ec[d->ne]);
+            d->ne++;
+        }
+    }
+    d->efirst[f->F] = d->ne;
+    return d;
+oom:
+    fail(err, errlen, "remat: out of memory");
+    dbr_remat_dp_ctx_free(d);
+    return NULL;
+}
+
+int dbr_remat_dp_solve(dbr_remat_dp_ctx *d, const dbr_remat_dp_opts *o, dbr_remat_dp_result *r,
+                       char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
+    const dbr_rgraph *g = d->g;
+    int32_t n = g->n;
+    fam *f = &d->f;
+    int rc = -1;
+    front *fr = calloc((size_t)f->F + 1, sizeof *fr);
+    pool pl = {0};
+    if (!fr)
+        goto oom;
+    entry e0 = {0, 0, 0, -1, -1};
+    if (front_insert(&fr[0], &pl, &e0, o->memory_centric))
+        goto oom;
+    int32_t full = f->F - 1; /* the largest set is all nodes */
+    for (int32_t a = 0; a < full; a++) {
+        if (!fr[a].len)
+            continue;
+        for (int32_t e = d->efirst[a]; e < d->efirst[a + 1]; e++) {
+            const block_cost *bc = &d->ec[e];
+            int32_t b = d->eb[e];
+            for (int32_t i = 0; i < fr[a].len; i++) {
+                entry x = pl.e[fr[a].e[i]];
+                entry y = {x.t + bc->t, x.k + bc->k, x.k + bc->w > x.p ? x.k + bc->w : x.p, a, fr[a].e[i]};
+                if (!o->memory_centric && o->budget > 0 && y.p > o->budget)
+                    continue;
+                if (front_insert(&fr[b], &pl, &y, o->memory_centric))
+                    goto oom;
+            }
+        }
+    }
+    r->exact = d->exact;
+    r->n_sets = f->F;
+    int32_t best = -1;
+    for (int32_t i = 0; i < fr[full].len; i++) {
+        const entry *x = &pl.e[fr[full].e[i]];
+        if (r->min_model_peak == 0 || x->p < r->min_model_peak)
+            r->min_model_peak = x->p;
+        if (o->memory_centric && o->budget > 0 && x->p > o->budget)
+            continue;
+        if (best < 0)
+            best = fr[full].e[i];
+        const entry *y = &pl.e[best];
+        if (o->memory_centric ? (x->p < y->p || (x->p == y->p && x->t < y->t))
+                              : (x->t < y->t || (x->t == y->t && x->p < y->p)))
+            best = fr[full].e[i];
+    }
+    if (best >= 0) {
+        r->found = true;
+        r->overhead = pl.e[best].t;
+        r->model_peak = pl.e[best].p;
+        r->seg_of = malloc(((size_t)n + 1) * sizeof(int32_t));
+        if (!r->seg_of)
+            goto oom;
+        int32_t len = 0;
+        for (int32_t x = best; x >= 0 && pl.e[x].prev_set >= 0; x = pl.e[x].prev_ent)
+            len++;
+        r->n_seg = len;
+        int32_t seg = len - 1;
+        for (int32_t x = best, s = full; x >= 0 && pl.e[x].prev_set >= 0;
+             s = pl.e[x].prev_set, x = pl.e[x].prev_ent, seg--) {
+            const word *sb = set_at(f, s), *sa = set_at(f, pl.e[x].prev_set);
+            for (int32_t v = 0; v < n; v++)
+                if (has(sb, v) && !has(sa, v))
+                    r->seg_of[v] = seg;
+        }
+    }
+    rc = 0;
+    goto out;
+oom:
+    fail(err, errlen, "remat: out of memory");
+out:
+    if (fr)
+        for (int32_t s = 0; s < f->F; s++)
+            free(fr[s].e);
+    free(fr);
+    free(pl.e);
+    if (rc)
+        dbr_remat_dp_result_free(r);
+    return rc;
+}
+
+int dbr_remat_dp(const dbr_rgraph *g, const dbr_remat_dp_opts *o, dbr_remat_dp_result *r,
+                 char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
+    if (dbr_rg_validate(g, err, errlen))
+        return -1;
+    if (g->n == 0) {
+        r->found = r->exact = true;
+        r->seg_of = malloc(sizeof(int32_t));
+        return r->seg_of ? 0 : fail(err, errlen, "remat: out of memory");
+    }
+    dbr_remat_dp_ctx *d = dbr_remat_dp_prepare(g, o, err, errlen);
+    if (!d)
+        return -1;
+    int rc = dbr_remat_dp_solve(d, o, r, err, errlen);
+    dbr_remat_dp_ctx_free(d);
+    return rc;
+}
+
+/* ---- the DP's problem as a path MILP (the oracle for the DP) ------------------ */
+
+#ifdef DBR_HAVE_GLPK
+static int glp_quiet(void *info, const char *s) {
+    (void)info;
+    (void)s;
+    return 1;
+}
+#endif
+
+int dbr_remat_ilp_chain(const dbr_rgraph *g, const dbr_remat_dp_opts *o, dbr_remat_dp_result *r,
+                        char *err, size_t errlen) {
+    memset(r, 0, sizeof *r);
+#ifndef DBR_HAVE_GLPK
+    (void)g;
+    (void)o;
+    return fail(err, errlen, "remat ilp: built without GLPK");
+#else
+    if (dbr_rg_validate(g, err, errlen))
+        return -1;
+    if (o->memory_centric)
+        return fail(err, errlen, "remat ilp: the chain MILP is time-centric");
+    int32_t n = g->n;
+    if (n == 0)
+        return fail(err, errlen, "remat ilp: empty graph");
+    dbr_remat_dp_ctx *d = dbr_remat_dp_prepare(g, o, err, errlen);
+    if (!d)
+        return -1;
+    int rc = -1;
+    fam f = d->f;
+    bool exact = d->exact;
+    int32_t full = f.F - 1, ne = d->ne;
+    const int32_t *ea = d->ea, *eb = d->eb;
+    const block_cost *ec = d->ec;
+    int *ia = NULL, *ja = NULL;
+    double *ar = NULL;
+    glp_prob *lp = NULL;
+    /* scale bytes so that big-M rows stay well conditioned */
+    int64_t tot = 1;
+    for (int32_t i = 0; i < n; i++)
+        tot += g->bytes[i];
+    double sc = 1.0 / (double)tot, M = 0;
+    for (int32_t e = 0; e < ne; e++)
+        if (ec[e].w * sc > M)
+            M = ec[e].w * sc;
+    M += 4.0;
+    double B = o->budget > 0 ? o->budget * sc : 1e30;
+    lp = glp_create_prob();
+    glp_set_obj_dir(lp, GLP_MIN);
+    /* columns: y_e (1..ne), k_s (ne+1..ne+F) */
+    glp_add_cols(lp, ne + f.F);
+    for (int32_t e = 0; e < ne; e++) {
+        glp_set_col_kind(lp, e + 1, GLP_BV);
+        glp_set_obj_coef(lp, e + 1, ec[e].t);
+    }
+    for (int32_t s = 0; s < f.F; s++)
+        glp_set_col_bnds(lp, ne + 1 + s, s == 0 ? GLP_FX : GLP_LO, 0, 0);
+    /* rows: flow per set (F), accumulate per edge (ne), memory per edge (ne) */
+    size_t nz = (size_t)2 * ne + (size_t)3 * ne * 2 + 8;
+    ia = malloc((nz + 1) * sizeof *ia);
+    ja = malloc((nz + 1) * sizeof *ja);
+    ar = malloc((nz + 1) * sizeof *ar);
+    if (!ia || !ja || !ar)
+        goto oom;
+    size_t k = 0;
+    glp_add_rows(lp, f.F + 2 * ne);
+    for (int32_t s = 0; s < f.F; s++) {
+        double rhs = s == 0 ? -1 : s == full ? 1 : 0; /* in - out */
+        glp_set_row_bnds(lp, s + 1, GLP_FX, rhs, rhs);
+    }
+    for (int32_t e = 0; e < ne; e++) {
+        ++k, ia[k] = eb[e] + 1, ja[k] = e + 1, ar[k] = 1;
+        ++k, ia[k] = ea[e] + 1, ja[k] = e + 1, ar[k] = -1;
+        /* k_b - k_a - M y >= kadd - M */
+        int row = f.F + 1 + e;
+        glp_set_row_bnds(lp, row, GLP_LO, ec[e].k * sc - M, 0);
+        ++k, ia[k] = row, ja[k] = ne + 1 + eb[e], ar[k] = 1;
+        ++k, ia[k] = row, ja[k] = ne + 1 + ea[e], ar[k] = -1;
+        ++k, ia[k] = row, ja[k] = e + 1, ar[k] = -M;
+        /* k_a + M y <= B - w + M */
+        row = f.F + 1 + ne + e;
+        glp_set_row_bnds(lp, row, GLP_UP, 0, B - ec[e].w * sc + M);
+        ++k, ia[k] = row, ja[k] = ne + 1 + ea[e], ar[k] = 1;
+        ++k, ia[k] = row, ja[k] = e + 1, ar[k] = M;
+    }
+    glp_load_matrix(lp, (int)k, ia, ja, ar);
+    glp_term_hook(glp_quiet, NULL);
+    glp_iocp parm;
+    glp_init_iocp(&parm);
+    parm.presolve = GLP_ON;
+    parm.msg_lev = GLP_MSG_OFF;
+    parm.tm_lim = 10000;
+    int st = glp_intopt(lp, &parm);
+    glp_term_hook(NULL, NULL);
+    r->exact = exact;
+    r->n_sets = f.F;
+    int ms = glp_mip_status(lp);
+    if (st == 0 && (ms == GLP_OPT || ms == GLP_FEAS)) {
+        r->seg_of = malloc(((size_t)n + 1) * sizeof(int32_t));
+        if (!r->seg_of)
+            goto oom;
+        int32_t at = 0, seg = 0;
+        while (at != full) {
+            int32_t e = 0;
+            while (e < ne && !(ea[e] == at && glp_mip_col_val(lp, e + 1) > 0.5))
+                e++;
+            if (e == ne) {
+                fail(err, errlen, "remat ilp: the solution is not a path");
+                goto out;
+            }
+            for (int32_t v = 0; v < n; v++)
+                if (has(set_at(&f, eb[e]), v) && !has(set_at(&f, at), v))
+                    r->seg_of[v] = seg;
+            seg++;
+            at = eb[e];
+        }
+        r->n_seg = seg;
+        r->found = true;
+        if (dbr_remat_dp_cost(g, r->seg_of, r->n_seg, &r->overhead, &r->model_peak, err, errlen))
+            goto out;
+    } else if (st != 0 && st != GLP_ENOPFS && st != GLP_ENODFS) {
+        fail(err, errlen, "remat ilp: glp_intopt failed (%d)", st);
+        goto out;
+    }
+    rc = 0;
+    goto out;
+oom:
+    fail(err, errlen, "remat: out of memory");
+out:
+    if (lp)
+        glp_delete_prob(lp);
+    free(ia);
+    free(ja);
+    free(ar);
+    dbr_remat_dp_ctx_free(d);
+    if (rc)
+        dbr_remat_dp_result_free(r);
+    return rc;
+#endif
+}
