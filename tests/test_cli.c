@@ -130,6 +130,43 @@ static void dot_draws_the_step(void **state) {
     rmdir(dir);
 }
 
+static void plan_reports(void **state) {
+    (void)state;
+    int rc = run("plan --model cnn --batch 8 --strategy dp --json", out, sizeof out);
+    if (rc != 0) fail_msg("exit %d: %s", rc, out);
+    const char *keys[] = {"\"name\": \"cnn\"", "\"strategy\": \"dp\"", "\"budget_bytes\":",
+                          "\"vanilla_peak_bytes\":", "\"peak_bytes\":",
+                          "\"min_feasible_peak_bytes\":", "\"overhead_pct\":", "\"plan_ms\":",
+                          "\"feasible\": true", "\"kept\":", "\"recomputed\":"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strstr(out, keys[i])) fail_msg("plan --json lacks %s: %s", keys[i], out);
+    /* a table of every strategy */
+    assert_int_equal(run("plan --model cnn --batch 16 --budget 90%", out, sizeof out), 0);
+    assert_non_null(strstr(out, "chen"));
+    assert_non_null(strstr(out, "auto"));
+    /* infeasible: exit 1 and the smallest peak that can be reached */
+    assert_int_equal(run("plan --model cnn --batch 8 --budget 25%", out, sizeof out), 1);
+    assert_non_null(strstr(out, "smallest reachable peak"));
+    assert_int_equal(run("plan --model cnn --budget lots", out, sizeof out), 2);
+    assert_int_equal(run("plan --model nope", out, sizeof out), 2);
+    assert_int_equal(run("plan --model cnn --strategy magic", out, sizeof out), 2);
+    /* a graph file with a mistake: the node is named */
+    char path[] = "/tmp/dbr_cli_graph_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *bad = "{\"format\": \"dbr-graph\", \"version\": 1, \"name\": \"g\", \"nodes\": ["
+                      "{\"id\": \"x\", \"op\": \"input\", \"bytes\": 64},"
+                      "{\"id\": \"c\", \"op\": \"conv\", \"inputs\": [\"y\"], \"bytes\": 64}]}";
+    assert_true(write(fd, bad, strlen(bad)) == (ssize_t)strlen(bad));
+    close(fd);
+    char args[256];
+    snprintf(args, sizeof args, "plan --graph %s", path);
+    assert_int_equal(run(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "\"c\""));
+    assert_non_null(strstr(out, "\"y\""));
+    remove(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(help_texts),
@@ -138,6 +175,7 @@ int main(void) {
         cmocka_unit_test(short_run_json),
         cmocka_unit_test(compiled_run_json),
         cmocka_unit_test(dot_draws_the_step),
+        cmocka_unit_test(plan_reports),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include "ir/graph.h"
 #include "models.h"
 #include "tools/dot.h"
+#include "tools/plan.h"
 
 #include <errno.h>
 #include <math.h>
@@ -31,6 +32,7 @@ static void usage_main(FILE *f) {
             "commands:\n"
             "  train     train a model from the zoo on Fashion-MNIST\n"
             "  dot       draw a model's training-step graph (Graphviz: .svg, .png or .dot)\n"
+            "  plan      plan recomputation for a model or graph under a memory budget\n"
             "  help      this text; `dbr <command> --help` explains a command\n"
             "  version   print the version\n");
 }
@@ -504,6 +506,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "dot")) return cmd_dot(argc - 2, argv + 2);
+    if (!strcmp(cmd, "plan")) return dbr_cmd_plan(argc - 2, argv + 2);
     fprintf(stderr, "dbr: unknown command '%s'\n", cmd);
     usage_main(stderr);
     return 2;
