@@ -139,3 +139,14 @@ int dbr_rgraph_from_ir(const dbr_graph *g, const dbr_cost_model *cm, dbr_rgraph 
     }
     return 0;
 }
+
+int32_t *dbr_rgraph_ir_values(const dbr_graph *g, int32_t *n) {
+    int32_t nn = 0;
+    for (int32_t k = 0; k < g->n_nodes; k++) nn += g->nodes[k].phase == DBR_PH_FWD;
+    *n = 0;
+    int32_t *map = nn ? malloc((size_t)nn * sizeof *map) : NULL;
+    if (!map) return NULL;
+    for (int32_t k = 0; k < g->n_nodes; k++)
+        if (g->nodes[k].phase == DBR_PH_FWD) map[(*n)++] = g->nodes[k].out;
+    return map;
+}

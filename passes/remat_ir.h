@@ -28,4 +28,10 @@ double dbr_node_time(const dbr_graph *g, const dbr_inode *n, const dbr_cost_mode
 int dbr_rgraph_from_ir(const dbr_graph *g, const dbr_cost_model *cm, dbr_rgraph *out, char *err,
                        size_t errlen);
 
+/* The IR value each planner node of dbr_rgraph_from_ir(g) computes: a
+ * malloc'd array of the forward nodes' output value ids, in the planner's
+ * node order (entry i: the output of planner node i), its length in *n.
+ * NULL (and *n = 0) when g has no forward nodes or memory runs out. */
+int32_t *dbr_rgraph_ir_values(const dbr_graph *g, int32_t *n);
+
 #endif

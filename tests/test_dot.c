@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "passes/remat_ir.h"
 #include "tools/dot.h"
 
 static char g_dir[64];
@@ -425,6 +427,205 @@ static void test_replaces_whole_file(void **state) {
     assert_no_file("never.dot");
 }
 
+/* Marks from a recomputation plan: h kept, h2 recomputed, r freed after
+ * forward; logits and loss unmarked. */
+static void test_remat_marks(void **state) {
+    (void)state;
+    uint8_t *mark = calloc((size_t)g_m.g->n_vals, 1);
+    assert_non_null(mark);
+    mark[g_m.h] = DBR_DOT_MARK_KEPT;
+    mark[g_m.h2] = DBR_DOT_MARK_RECOMPUTED;
+    mark[g_m.r] = DBR_DOT_MARK_FREED;
+    dbr_dot_opts o = {.title = "mlp: remat dp, budget 10 KiB", .remat_mark = mark};
+    char *t = draw(&o, "remat.dot");
+    char d[1024];
+    assert_non_null(strstr(t, "label=\"mlp: remat dp, budget 10 KiB\""));
+    /* kept: thick green border, "kept" last in the label */
+    decl(t, g_m.h, d, sizeof d);
+    assert_non_null(strstr(d, "color=\"" DBR_DOT_KEPT_COLOR "\", penwidth=3"));
+    assert_non_null(strstr(d, "label=\"matmul\\nf32[64,16]\\n4 KiB\\nmodel.c:10\\nkept\""));
+    assert_non_null(strstr(d, "style=\"filled\""));
+    /* recomputed: dashed orange */
+    decl(t, g_m.h2, d, sizeof d);
+    assert_non_null(strstr(d, "style=\"filled,dashed\""));
+    assert_non_null(strstr(d, "color=\"" DBR_DOT_RECOMPUTED_COLOR "\""));
+    assert_non_null(strstr(d, "model.c:11\\nrecomputed\""));
+    assert_non_null(strstr(d, DBR_DOT_FWD_COLOR)); /* still filled by phase */
+    /* freed: grey border and note */
+    decl(t, g_m.r, d, sizeof d);
+    assert_non_null(strstr(d, "color=\"" DBR_DOT_FREED_COLOR "\""));
+    assert_non_null(strstr(d, "model.c:12\\nfreed\""));
+    assert_null(strstr(d, "dashed"));
+    /* unmarked: as before, the step's output keeps its thick border */
+    decl(t, g_m.logits, d, sizeof d);
+    assert_null(strstr(d, "kept"));
+    assert_null(strstr(d, ", color=\""));
+    decl(t, g_m.loss, d, sizeof d);
+    assert_non_null(strstr(d, "penwidth=2"));
+    assert_non_null(strstr(d, "model.c:14\""));
+    /* legend: one entry per mark used, in the legend's row */
+    assert_non_null(strstr(t, "legend_kept ["));
+    assert_non_null(strstr(t, "label=\"kept\""));
+    assert_non_null(strstr(t, "legend_recomputed ["));
+    assert_non_null(strstr(t, "label=\"recomputed\""));
+    assert_non_null(strstr(t, "legend_freed ["));
+    assert_non_null(strstr(t, "label=\"freed after forward\""));
+    assert_non_null(strstr(t, "-> legend_kept -> legend_recomputed -> legend_freed"));
+    free(t);
+
+    /* only one kind of mark: only its legend entry */
+    memset(mark, 0, (size_t)g_m.g->n_vals);
+    mark[g_m.logits] = DBR_DOT_MARK_RECOMPUTED;
+    o.title = NULL;
+    t = draw(&o, "remat1.dot");
+    assert_non_null(strstr(t, "legend_recomputed ["));
+    assert_null(strstr(t, "legend_kept"));
+    assert_null(strstr(t, "legend_freed"));
+    free(t);
+
+    /* with a layer: faded context nodes are not marked */
+    memset(mark, 0, (size_t)g_m.g->n_vals);
+    mark[g_m.h] = DBR_DOT_MARK_KEPT;      /* reads fc1.w: shown */
+    mark[g_m.r] = DBR_DOT_MARK_RECOMPUTED; /* fc2's producer: faded */
+    o.layer = "fc";
+    t = draw(&o, "remat2.dot");
+    assert_non_null(strstr(decl(t, g_m.h, d, sizeof d), "\\nkept\""));
+    assert_null(strstr(decl(t, g_m.h2, d, sizeof d), "kept"));
+    free(t);
+    o.layer = "fc2";
+    t = draw(&o, "remat3.dot");
+    decl(t, g_m.r, d, sizeof d);
+    assert_non_null(strstr(d, "relu"));
+    assert_null(strstr(d, "recomputed"));
+    assert_null(strstr(t, "legend_recomputed"));
+    free(t);
+
+    /* no marks array: no mark legend at all */
+    dbr_dot_opts plain = {.title = "mlp"};
+    t = draw(&plain, "remat4.dot");
+    assert_null(strstr(t, "legend_kept"));
+    assert_null(strstr(t, "recomputed"));
+    free(t);
+    free(mark);
+}
+
+/* Planner node i of dbr_rgraph_from_ir is IR value ir_value[i]; marks from a
+ * real plan under a tight budget land on forward values only. */
+static void test_remat_plan_marks(void **state) {
+    (void)state;
+    char err[512] = "";
+    dbr_cost_model cm = dbr_cost_model_cpu();
+    dbr_rgraph rg;
+    assert_int_equal(dbr_rgraph_from_ir(g_m.g, &cm, &rg, err, sizeof err), 0);
+    int32_t n = -1;
+    int32_t *map = dbr_rgraph_ir_values(g_m.g, &n);
+    assert_non_null(map);
+    assert_int_equal(n, rg.n);
+    assert_int_equal(n, 5);
+    int32_t want[5] = {g_m.h, g_m.h2, g_m.r, g_m.logits, g_m.loss};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(map[i], want[i]);
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "%%%d ", (int)want[i]);
+        assert_true(!strncmp(rg.id[i], prefix, strlen(prefix)));
+    }
+    dbr_remat_plan vanilla, p;
+    assert_int_equal(dbr_remat_plan_build(&rg, DBR_REMAT_NONE, 0, false, &vanilla, err,
+                                          sizeof err), 0);
+    assert_int_equal(dbr_remat_plan_build(&rg, DBR_REMAT_AUTO, vanilla.peak - 1, false, &p, err,
+                                          sizeof err), 0);
+    uint8_t *mark = calloc((size_t)g_m.g->n_vals, 1);
+    assert_non_null(mark);
+    int used[4] = {0, 0, 0, 0};
+    for (int32_t i = 0; i < n; i++) {
+        mark[map[i]] = p.recomputed[i] ? DBR_DOT_MARK_RECOMPUTED
+                       : p.keep[i]     ? DBR_DOT_MARK_KEPT
+                                       : DBR_DOT_MARK_FREED;
+        used[mark[map[i]]]++;
+    }
+    dbr_dot_opts o = {.forward_only = true, .remat_mark = mark};
+    char *t = draw(&o, "plan.dot");
+    char d[1024];
+    static const char *const word[4] = {"", "\\nkept\"", "\\nrecomputed\"", "\\nfreed\""};
+    for (int32_t i = 0; i < n; i++)
+        assert_non_null(strstr(decl(t, map[i], d, sizeof d), word[mark[map[i]]]));
+    assert_true((strstr(t, "legend_kept") != NULL) == (used[1] > 0));
+    assert_true((strstr(t, "legend_recomputed") != NULL) == (used[2] > 0));
+    assert_true((strstr(t, "legend_freed") != NULL) == (used[3] > 0));
+    free(t);
+    free(mark);
+    free(map);
+    dbr_remat_plan_free(&p);
+    dbr_remat_plan_free(&vanilla);
+    dbr_rgraph_free(&rg);
+
+    dbr_graph *empty = dbr_graph_new();
+    assert_non_null(empty);
+    n = -1;
+    assert_null(dbr_rgraph_ir_values(empty, &n));
+    assert_int_equal(n, 0);
+    dbr_graph_free(empty);
+}
+
+#ifdef DBR_CLI
+/* Runs cmd, returns its exit status; its stdout+stderr into out. */
+static int run_cli(const char *args, char *out, size_t n) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", DBR_CLI, args);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t got = fread(out, 1, n - 1, f);
+    out[got] = '\0';
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_remat_cli(void **state) {
+    (void)state;
+    char out[4096], args[1024];
+    snprintf(args, sizeof args, "dot --model cnn --batch 8 --remat --budget 80%% -o %s",
+             path_of("cli.dot"));
+    int rc = run_cli(args, out, sizeof out);
+    if (rc) fprintf(stderr, "%s", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "remat "));
+    char *t = slurp(path_of("cli.dot"), NULL);
+    assert_non_null(t);
+    assert_non_null(strstr(t, "\\nremat "));
+    assert_non_null(strstr(t, "budget "));
+    assert_non_null(strstr(t, "overhead "));
+    assert_non_null(strstr(t, "\\nkept\""));
+    assert_non_null(strstr(t, "legend_kept"));
+    free(t);
+
+    /* infeasible: the smallest reachable peak, exit 1, no file */
+    snprintf(args, sizeof args, "dot --model cnn --batch 8 --remat --budget 30%% -o %s",
+             path_of("cli_no.dot"));
+    assert_int_equal(run_cli(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "no schedule fits the budget"));
+    assert_non_null(strstr(out, "smallest reachable peak is"));
+    assert_int_equal(access(path_of("cli_no.dot"), F_OK), -1);
+    /* below the leaves alone */
+    snprintf(args, sizeof args, "dot --model cnn --batch 8 --remat --budget 5%% -o %s",
+             path_of("cli_no.dot"));
+    assert_int_equal(run_cli(args, out, sizeof out), 1);
+    assert_non_null(strstr(out, "below the parameters"));
+    assert_int_equal(access(path_of("cli_no.dot"), F_OK), -1);
+
+    /* bad flags exit 2 */
+    snprintf(args, sizeof args, "dot --remat --budget 3XB -o %s", path_of("cli_bad.dot"));
+    assert_int_equal(run_cli(args, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--budget expects"));
+    snprintf(args, sizeof args, "dot --remat --strategy magic -o %s", path_of("cli_bad.dot"));
+    assert_int_equal(run_cli(args, out, sizeof out), 2);
+    assert_non_null(strstr(out, "unknown strategy"));
+    snprintf(args, sizeof args, "dot --budget 50%% -o %s", path_of("cli_bad.dot"));
+    assert_int_equal(run_cli(args, out, sizeof out), 2);
+    assert_non_null(strstr(out, "need --remat"));
+    assert_no_file("cli_bad.dot");
+}
+#endif
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_drawing),
@@ -434,6 +635,11 @@ int main(void) {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_empty_graph),
         cmocka_unit_test(test_replaces_whole_file),
+        cmocka_unit_test(test_remat_marks),
+        cmocka_unit_test(test_remat_plan_marks),
+#ifdef DBR_CLI
+        cmocka_unit_test(test_remat_cli),
+#endif
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

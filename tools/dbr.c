@@ -4,6 +4,7 @@
 #include "dbr.h"
 #include "ir/graph.h"
 #include "models.h"
+#include "passes/remat_ir.h"
 #include "tools/dot.h"
 #include "tools/plan.h"
 
@@ -392,9 +393,122 @@ static void usage_dot(FILE *f) {
             "  --forward-only     leave out the backward pass and the optimizer update\n"
             "  --layer PREFIX     only nodes reading parameters whose names start with PREFIX\n"
             "                     (plus their neighbours, faded)\n"
+            "  --remat            plan recomputation of the forward pass and mark each forward\n"
+            "                     value kept (thick green), recomputed (dashed orange) or freed\n"
+            "                     after its last forward use (grey)\n"
+            "  --budget SIZE|PCT  with --remat: the step's memory budget (parameters, inputs,\n"
+            "                     optimizer state and arena), in bytes with an optional\n"
+            "                     KiB/MiB/GiB suffix, or a percentage of the no-recompute peak\n"
+            "                     (default: no budget)\n"
+            "  --strategy S       with --remat: auto (default), none, chen, dp or ilp\n"
             "  -o, --output FILE  .svg, .png (rendered by Graphviz) or .dot (the DOT text)\n"
             "  -h, --help         this text\n",
             dbr_model_names());
+}
+
+/* "3GiB", "512MiB", "1e9" (bytes) or "40%" (of the no-recompute peak). */
+static int parse_dot_budget(const char *s, int64_t *bytes, double *frac) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    *bytes = 0;
+    *frac = 0;
+    if (errno || end == s || !(v > 0)) return -1;
+    if (!strcmp(end, "%")) {
+        *frac = v / 100;
+        return v <= 1000 ? 0 : -1;
+    }
+    double mult = !*end || !strcmp(end, "B") ? 1
+                  : !strcmp(end, "KiB")      ? 1024.0
+                  : !strcmp(end, "MiB")      ? 1048576.0
+                  : !strcmp(end, "GiB")      ? 1073741824.0
+                                             : -1;
+    if (mult < 0 || v * mult > 9e18 || v * mult < 1) return -1;
+    *bytes = (int64_t)(v * mult);
+    return 0;
+}
+
+/* Plans recomputation of g's forward nodes and fills mark (per value id) and
+ * a title line; 0, or 1 with a message printed (no plan fits, or no plan). */
+static int dot_remat(const dbr_graph *g, const char *model, dbr_remat_strategy strategy,
+                     int64_t budget, double frac, uint8_t *mark, char *line, size_t linelen) {
+    char err[1024] = "";
+    dbr_cost_model cm = dbr_cost_model_cpu();
+    dbr_rgraph rg;
+    if (dbr_rgraph_from_ir(g, &cm, &rg, err, sizeof err)) {
+        fprintf(stderr, "dbr dot: %s: %s\n", model, err);
+        return 1;
+    }
+    int64_t fixed = 0;
+    for (int32_t l = 0; l < rg.n_leaves; l++) fixed += rg.leaf_bytes[l];
+    dbr_remat_plan vanilla = {0}, p = {0};
+    int32_t n_map = 0;
+    int32_t *map = NULL;
+    int rc = 1;
+    char a[32], b[32], c[32];
+    if (dbr_remat_plan_build(&rg, DBR_REMAT_NONE, 0, false, &vanilla, err, sizeof err)) {
+        fprintf(stderr, "dbr dot: %s: %s\n", model, err);
+        goto out;
+    }
+    int64_t total_budget = frac > 0 ? (int64_t)(frac * (double)vanilla.total_peak) : budget;
+    int64_t arena_budget = total_budget ? total_budget - fixed : 0;
+    if (total_budget && arena_budget <= 0) {
+        human_bytes(total_budget, a, sizeof a);
+        human_bytes(fixed, b, sizeof b);
+        fprintf(stderr, "dbr dot: %s: budget %s is below the parameters, inputs and optimizer "
+                        "state alone (%s)\n", model, a, b);
+        goto out;
+    }
+    if (dbr_remat_plan_build(&rg, strategy, arena_budget, false, &p, err, sizeof err)) {
+        fprintf(stderr, "dbr dot: %s: %s\n", model, err);
+        goto out;
+    }
+    if (!p.feasible) {
+        human_bytes(total_budget, a, sizeof a);
+        human_bytes(p.min_feasible_peak + fixed, b, sizeof b);
+        fprintf(stderr, "dbr dot: %s: no schedule fits the budget %s; the smallest reachable "
+                        "peak is %s\n", model, a, b);
+        goto out;
+    }
+    map = dbr_rgraph_ir_values(g, &n_map);
+    if (!map || n_map != rg.n || n_map != p.n) {
+        fprintf(stderr, "dbr dot: %s: out of memory\n", model);
+        goto out;
+    }
+    int32_t n_kept = 0, n_rec = 0, n_freed = 0;
+    for (int32_t i = 0; i < n_map; i++) {
+        /* segment plans never both keep and recompute a value; an explicit
+         * (ilp) plan may free a kept value and recompute it later */
+        uint8_t m = p.recomputed[i] ? DBR_DOT_MARK_RECOMPUTED
+                    : p.keep[i]     ? DBR_DOT_MARK_KEPT
+                                    : DBR_DOT_MARK_FREED;
+        mark[map[i]] = m;
+        n_kept += m == DBR_DOT_MARK_KEPT;
+        n_rec += m == DBR_DOT_MARK_RECOMPUTED;
+        n_freed += m == DBR_DOT_MARK_FREED;
+    }
+    human_bytes(p.total_peak, a, sizeof a);
+    human_bytes(vanilla.total_peak, c, sizeof c);
+    if (total_budget) {
+        human_bytes(total_budget, b, sizeof b);
+        if (frac > 0)
+            snprintf(b + strlen(b), sizeof b - strlen(b), " (%g%%)", frac * 100);
+    } else {
+        snprintf(b, sizeof b, "none");
+    }
+    snprintf(line, linelen,
+             "remat %s, budget %s: peak %s (no recompute %s), overhead %.1f%%; %d kept, %d "
+             "recomputed, %d freed",
+             dbr_remat_strategy_name(p.strategy), b, a, c,
+             p.fwd_time > 0 ? 100 * p.overhead / p.fwd_time : 0.0, (int)n_kept, (int)n_rec,
+             (int)n_freed);
+    rc = 0;
+out:
+    free(map);
+    dbr_remat_plan_free(&p);
+    dbr_remat_plan_free(&vanilla);
+    dbr_rgraph_free(&rg);
+    return rc;
 }
 
 /* Cross-entropy over the model's class axis: [N, C] logits, per-pixel
@@ -411,7 +525,10 @@ static dbr_tensor *class_loss(dbr_ctx *ctx, dbr_tensor *z) {
 
 static int cmd_dot(int argc, char **argv) {
     const char *model = "mlp", *out = NULL;
-    int64_t batch = 64;
+    int64_t batch = 64, budget = 0;
+    double frac = 0;
+    bool remat = false, budget_given = false, strategy_given = false;
+    dbr_remat_strategy strategy = DBR_REMAT_AUTO;
     dbr_dot_opts o = {0};
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -421,6 +538,10 @@ static int cmd_dot(int argc, char **argv) {
         }
         if (!strcmp(f, "--forward-only")) {
             o.forward_only = true;
+            continue;
+        }
+        if (!strcmp(f, "--remat")) {
+            remat = true;
             continue;
         }
         if (i + 1 >= argc) {
@@ -438,6 +559,25 @@ static int cmd_dot(int argc, char **argv) {
             if (parse_int(f, v, 1, &batch)) return 2;
         } else if (!strcmp(f, "--layer")) {
             o.layer = v;
+        } else if (!strcmp(f, "--budget")) {
+            if (parse_dot_budget(v, &budget, &frac)) {
+                fprintf(stderr, "dbr dot: --budget expects bytes (e.g. 3GiB, 512MiB, 1e9) or a "
+                                "percentage (e.g. 40%%), got '%s'\n", v);
+                return 2;
+            }
+            budget_given = true;
+        } else if (!strcmp(f, "--strategy")) {
+            int k = 0;
+            while (k < DBR_REMAT_N_STRATEGIES &&
+                   strcmp(v, dbr_remat_strategy_name((dbr_remat_strategy)k)))
+                k++;
+            if (k == DBR_REMAT_N_STRATEGIES) {
+                fprintf(stderr, "dbr dot: unknown strategy '%s' (known: auto, none, chen, dp, "
+                                "ilp)\n", v);
+                return 2;
+            }
+            strategy = (dbr_remat_strategy)k;
+            strategy_given = true;
         } else if (!strcmp(f, "-o") || !strcmp(f, "--output")) {
             out = v;
         } else {
@@ -447,6 +587,10 @@ static int cmd_dot(int argc, char **argv) {
     }
     if (!out) {
         fprintf(stderr, "dbr dot: -o FILE is required (see `dbr dot --help`)\n");
+        return 2;
+    }
+    if (!remat && (budget_given || strategy_given)) {
+        fprintf(stderr, "dbr dot: --budget and --strategy need --remat (see `dbr dot --help`)\n");
         return 2;
     }
     dbr_config cfg = dbr_config_default();
@@ -474,16 +618,27 @@ static int cmd_dot(int argc, char **argv) {
     if (!g) {
         rc = fail(ctx);
     } else {
-        char title[128], err[512];
-        snprintf(title, sizeof title, "%s, batch %lld: %d nodes", model, (long long)batch,
-                 g->n_nodes);
-        o.title = title;
-        if (dbr_dot_write(g, &o, out, err, sizeof err)) {
-            fprintf(stderr, "dbr dot: %s\n", err);
-            rc = 1;
-        } else {
-            printf("wrote %s (%d nodes)\n", out, g->n_nodes);
+        char title[512], line[320] = "", err[512];
+        uint8_t *mark = NULL;
+        if (remat) {
+            mark = calloc((size_t)g->n_vals + 1, 1);
+            rc = !mark ? (fprintf(stderr, "dbr dot: out of memory\n"), 1)
+                       : dot_remat(g, model, strategy, budget, frac, mark, line, sizeof line);
         }
+        if (!rc) {
+            snprintf(title, sizeof title, "%s, batch %lld: %d nodes%s%s", model, (long long)batch,
+                     g->n_nodes, line[0] ? "\n" : "", line);
+            o.title = title;
+            o.remat_mark = mark;
+            if (dbr_dot_write(g, &o, out, err, sizeof err)) {
+                fprintf(stderr, "dbr dot: %s\n", err);
+                rc = 1;
+            } else {
+                printf("wrote %s (%d nodes)\n", out, g->n_nodes);
+                if (line[0]) printf("%s\n", line);
+            }
+        }
+        free(mark);
     }
     dbr_step_end(ctx);
     dbr_ctx_free(ctx);

@@ -254,13 +254,29 @@ static void emit_leaf(sbuf *b, const dbr_graph *g, int32_t v) {
     sb_printf(b, "\"];\n");
 }
 
-static void emit_node(sbuf *b, const dbr_graph *g, int32_t i, bool faded) {
+/* The plan's mark of the value node i computes, for an unfaded node. */
+static int mark_of(const dbr_graph *g, const dbr_dot_opts *o, int32_t i, bool faded) {
+    if (faded || !o->remat_mark) return DBR_DOT_MARK_NONE;
+    uint8_t m = o->remat_mark[g->nodes[i].out];
+    return m <= DBR_DOT_MARK_FREED ? m : DBR_DOT_MARK_NONE;
+}
+
+static void emit_node(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, int32_t i, bool faded) {
     const dbr_inode *n = &g->nodes[i];
     const dbr_value *x = &g->vals[n->out];
+    int mark = mark_of(g, o, i, faded);
     sb_printf(b, "  v%d [shape=box, style=\"filled%s\", fillcolor=\"%s\"", (int)n->out,
-              faded ? ",dashed" : "", faded ? DBR_DOT_CONTEXT_COLOR : phase_color(n->phase));
+              faded || mark == DBR_DOT_MARK_RECOMPUTED ? ",dashed" : "",
+              faded ? DBR_DOT_CONTEXT_COLOR : phase_color(n->phase));
     if (faded) sb_printf(b, ", color=\"%s\", fontcolor=\"%s\"", FADED_LINE, FADED_FONT);
-    if (x->is_output) sb_printf(b, ", penwidth=2");
+    if (mark == DBR_DOT_MARK_KEPT)
+        sb_printf(b, ", color=\"%s\", penwidth=3", DBR_DOT_KEPT_COLOR);
+    else if (mark == DBR_DOT_MARK_RECOMPUTED)
+        sb_printf(b, ", color=\"%s\", penwidth=2", DBR_DOT_RECOMPUTED_COLOR);
+    else if (mark == DBR_DOT_MARK_FREED)
+        sb_printf(b, ", color=\"%s\"%s", DBR_DOT_FREED_COLOR, x->is_output ? ", penwidth=2" : "");
+    else if (x->is_output)
+        sb_printf(b, ", penwidth=2");
     sb_printf(b, ", tooltip=\"%%%d", (int)n->out);
     if (n->api) {
         sb_printf(b, " ");
@@ -273,16 +289,19 @@ static void emit_node(sbuf *b, const dbr_graph *g, int32_t i, bool faded) {
         sb_escaped(b, basename_of(n->file));
         sb_printf(b, ":%d", (int)n->line);
     }
+    static const char *const mark_name[4] = {"", "kept", "recomputed", "freed"};
+    if (mark) sb_printf(b, "\\n%s", mark_name[mark]);
     sb_printf(b, "\"];\n");
 }
 
-static void emit_legend(sbuf *b, const dbr_graph *g, const sel *s) {
+static void emit_legend(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, const sel *s) {
     bool phase[3] = {false, false, false}, kind[5] = {false, false, false, false, false};
-    bool context = false;
+    bool context = false, mark[4] = {false, false, false, false};
     for (int32_t i = 0; i < g->n_nodes; i++) {
         if (s->node[i] == SHOW && (unsigned)g->nodes[i].phase <= DBR_PH_OPT)
             phase[g->nodes[i].phase] = true;
         context |= s->node[i] == FADE;
+        if (s->node[i] != HIDE) mark[mark_of(g, o, i, s->node[i] == FADE)] = true;
     }
     for (int32_t v = 0; v < g->n_vals; v++)
         if (s->leaf[v] && (unsigned)g->vals[v].kind <= DBR_V_INTER)
@@ -290,6 +309,7 @@ static void emit_legend(sbuf *b, const dbr_graph *g, const sel *s) {
 
     bool any = context;
     for (int p = 0; p < 3; p++) any |= phase[p];
+    for (int m = 1; m < 4; m++) any |= mark[m];
     for (int k = 0; k < 5; k++) any |= kind[k];
     if (!any) return; /* an empty drawing */
 
@@ -303,7 +323,7 @@ static void emit_legend(sbuf *b, const dbr_graph *g, const sel *s) {
                  "    legend_title [shape=plaintext, fontsize=10, label=\"legend:\"];\n");
     static const char *const pname[3] = {"forward", "backward", "optimizer"};
     static const char *const pkey[3] = {"fwd", "bwd", "opt"};
-    const char *keys[10] = {"title"};
+    const char *keys[16] = {"title"};
     int n = 1;
     for (int p = 0; p < 3; p++)
         if (phase[p]) {
@@ -316,6 +336,22 @@ static void emit_legend(sbuf *b, const dbr_graph *g, const sel *s) {
                      "color=\"%s\", fontcolor=\"%s\", label=\"context\"];\n",
                   DBR_DOT_CONTEXT_COLOR, FADED_LINE, FADED_FONT);
         keys[n++] = "ctx";
+    }
+    if (mark[DBR_DOT_MARK_KEPT]) {
+        sb_printf(b, "    legend_kept [shape=box, style=filled, fillcolor=\"%s\", color=\"%s\", "
+                     "penwidth=3, label=\"kept\"];\n", DBR_DOT_FWD_COLOR, DBR_DOT_KEPT_COLOR);
+        keys[n++] = "kept";
+    }
+    if (mark[DBR_DOT_MARK_RECOMPUTED]) {
+        sb_printf(b, "    legend_recomputed [shape=box, style=\"filled,dashed\", "
+                     "fillcolor=\"%s\", color=\"%s\", penwidth=2, label=\"recomputed\"];\n",
+                  DBR_DOT_FWD_COLOR, DBR_DOT_RECOMPUTED_COLOR);
+        keys[n++] = "recomputed";
+    }
+    if (mark[DBR_DOT_MARK_FREED]) {
+        sb_printf(b, "    legend_freed [shape=box, style=filled, fillcolor=\"%s\", color=\"%s\", "
+                     "label=\"freed after forward\"];\n", DBR_DOT_FWD_COLOR, DBR_DOT_FREED_COLOR);
+        keys[n++] = "freed";
     }
     if (kind[DBR_V_PARAM]) {
         sb_printf(b, "    legend_param [shape=ellipse, style=filled, fillcolor=\"%s\", "
@@ -352,11 +388,11 @@ static void build_text(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, const
     sb_printf(b, "];\n"
                  "  node [fontname=\"Helvetica\", fontsize=10];\n"
                  "  edge [arrowsize=0.6];\n");
-    emit_legend(b, g, s);
+    emit_legend(b, g, o, s);
     for (int32_t v = 0; v < g->n_vals; v++)
         if (s->leaf[v]) emit_leaf(b, g, v);
     for (int32_t i = 0; i < g->n_nodes; i++)
-        if (s->node[i] != HIDE) emit_node(b, g, i, s->node[i] == FADE);
+        if (s->node[i] != HIDE) emit_node(b, g, o, i, s->node[i] == FADE);
     for (int32_t i = 0; i < g->n_nodes; i++) {
         if (s->node[i] == HIDE) continue;
         const dbr_inode *n = &g->nodes[i];
@@ -512,7 +548,7 @@ static int format_of(const char *path, fmt *f, char *err, size_t errlen) {
 
 int dbr_dot_write(const dbr_graph *g, const dbr_dot_opts *o, const char *path, char *err,
                   size_t errlen) {
-    static const dbr_dot_opts defaults = {false, NULL, NULL};
+    static const dbr_dot_opts defaults = {false, NULL, NULL, NULL};
     if (!o) o = &defaults;
     if (!g) return fail(err, errlen, "no graph to draw");
     if (!path || !*path) return fail(err, errlen, "no output path given");

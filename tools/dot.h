@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Fill colours, one per phase and per kind of leaf (the legend shows the
  * ones a drawing uses). */
@@ -18,10 +19,30 @@
 #define DBR_DOT_INPUT_COLOR "#ffffff"
 #define DBR_DOT_CONTEXT_COLOR "#f5f5f5" /* faded nodes around a layer */
 
+/* Borders of forward values marked by a recomputation plan. */
+#define DBR_DOT_KEPT_COLOR "#2e7d32"       /* green, thick */
+#define DBR_DOT_RECOMPUTED_COLOR "#e67e22" /* orange, dashed */
+#define DBR_DOT_FREED_COLOR "#9e9e9e"      /* grey */
+
+/* remat_mark values */
+enum {
+    DBR_DOT_MARK_NONE = 0,
+    DBR_DOT_MARK_KEPT = 1,       /* held from forward to a backward read */
+    DBR_DOT_MARK_RECOMPUTED = 2, /* recomputed during backward */
+    DBR_DOT_MARK_FREED = 3       /* freed after its last forward use */
+};
+
 typedef struct dbr_dot_opts {
     bool forward_only;  /* drop BWD and OPT nodes, and leaves only they read */
     const char *layer;  /* parameter-name prefix filter, or NULL for all */
     const char *title;  /* caption, or NULL */
+    /* Per value id (g->n_vals entries), or NULL: 0 none, 1 kept, 2 recomputed,
+     * 3 freed after forward (DBR_DOT_MARK_*). Applies to the drawn, unfaded
+     * nodes computing the value: kept ones get a thick green border and
+     * "kept" in their label, recomputed ones a dashed orange border and
+     * "recomputed", freed ones a grey border and "freed"; the legend lists
+     * the marks used. */
+    const uint8_t *remat_mark;
 } dbr_dot_opts;
 
 /* Draw g into path; the format is path's extension: .dot (the DOT text),
