@@ -15,11 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+enum { SWEEP_POINTS = 14, SWEEP_POINTS_LARGE = 6, SWEEP_LARGE_NODES = 150 };
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: dbr plan (--model NAME [--batch B] | --graph FILE.json) [--budget SIZE|PCT]\n"
-            "                [--strategy auto|none|chen|dp|ilp] [--json]\n"
+            "                [--strategy auto|none|chen|dp|ilp] [--json] [--sweep [-o PLOT.svg]]\n"
             "\n"
             "Plans which activations a training step keeps and which it recomputes so the\n"
             "step fits a memory budget. A zoo model is recorded in meta mode (shapes only, so\n"
@@ -34,9 +37,17 @@ static void usage(FILE *f) {
             "                     The peak counts activations (the arena), parameters and\n"
             "                     inputs, and the gradients of inputs.\n"
             "  --strategy S       one strategy; default: a table of all, then auto's choice\n"
-            "  --json             one JSON object for the chosen plan\n"
+            "  --json             one JSON object for the chosen plan (with --sweep: the\n"
+            "                     sweep's points)\n"
+            "  --sweep            plan across budgets, from the smallest reachable peak up\n"
+            "                     to the no-recompute peak (%d budgets; %d for graphs over\n"
+            "                     %d nodes, where the DP takes up to tens of seconds a budget),\n"
+            "                     with each strategy (--strategy: only that one; ilp only\n"
+            "                     where the graph is small enough); a table of peak and\n"
+            "                     overhead per budget, '-' where a strategy does not fit\n"
+            "  -o PLOT.svg        with --sweep: draw each strategy's peak-vs-overhead curve\n"
             "  -h, --help         this text\n",
-            dbr_model_names());
+            dbr_model_names(), SWEEP_POINTS, SWEEP_POINTS_LARGE, SWEEP_LARGE_NODES);
 }
 
 /* "3GiB", "512MiB", "1e9", "40%": bytes or a fraction of the vanilla peak. */
@@ -117,10 +128,340 @@ static void json_ids(FILE *f, const dbr_rgraph *g, const bool *pick) {
     fputc(']', f);
 }
 
+/* ---- --sweep ---------------------------------------------------------------- */
+
+/* One strategy's plan at one budget of a sweep (bytes are the step's: arena
+ * plus leaves, as in the table). */
+typedef struct sweep_cell {
+    bool have;     /* planned (the strategy was available) */
+    bool feasible;
+    int64_t peak;  /* total peak */
+    int64_t arena;
+    double pct;    /* extra forward time, % of the forward pass */
+    double plan_ms;
+} sweep_cell;
+
+typedef struct sweep {
+    const char *name;
+    int n_budgets;
+    int64_t budget[SWEEP_POINTS]; /* total bytes */
+    bool avail[DBR_REMAT_N_STRATEGIES];
+    char why[DBR_REMAT_N_STRATEGIES][160]; /* why a strategy is not available */
+    sweep_cell cell[SWEEP_POINTS][DBR_REMAT_N_STRATEGIES];
+    int64_t vpeak, min_peak;
+} sweep;
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void xml_str(FILE *f, const char *s) {
+    for (; *s; s++) {
+        switch (*s) {
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '&': fputs("&amp;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default:
+            if ((unsigned char)*s >= 0x20) fputc(*s, f);
+        }
+    }
+}
+
+/* A tick step of 1, 2 or 5 times a power of ten giving about n intervals. */
+static double nice_step(double range, int n) {
+    if (!(range > 0)) return 1;
+    double raw = range / n, p = pow(10, floor(log10(raw))), m = raw / p;
+    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+}
+
+/* Tick label: as few decimals as the step needs. */
+static void tick_label(double v, double step, char *buf, size_t n) {
+    int dec = step >= 1 ? 0 : (int)ceil(-log10(step) - 1e-9);
+    if (dec > 6) dec = 6;
+    snprintf(buf, n, "%.*f", dec, fabs(v) < step * 1e-6 ? 0.0 : v);
+}
+
+static const char *const sweep_colour[DBR_REMAT_N_STRATEGIES] = {
+    [DBR_REMAT_NONE] = "#7f7f7f", [DBR_REMAT_CHEN] = "#1f77b4", [DBR_REMAT_DP] = "#d62728",
+    [DBR_REMAT_ILP] = "#2ca02c", [DBR_REMAT_AUTO] = "#9467bd"};
+
+/* The peak-vs-overhead plot: one polyline and markers per strategy (its
+ * feasible points, by peak), a legend, ticks in MiB or GiB. */
+static int sweep_svg(FILE *f, const sweep *sw) {
+    enum { W = 820, H = 520, L = 90, R = 150, T = 60, B = 70 };
+    const double pw = W - L - R, ph = H - T - B;
+    double xmin = INFINITY, xmax = -INFINITY, ymax = 0;
+    for (int b = 0; b < sw->n_budgets; b++)
+        for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++) {
+            const sweep_cell *c = &sw->cell[b][s];
+            if (!c->have || !c->feasible) continue;
+            xmin = fmin(xmin, (double)c->peak);
+            xmax = fmax(xmax, (double)c->peak);
+            ymax = fmax(ymax, c->pct);
+        }
+    if (!(xmin <= xmax)) xmin = xmax = (double)sw->vpeak;
+    const char *unit = "KiB";
+    double div = 1024;
+    if (xmax >= 1073741824.0) unit = "GiB", div = 1073741824.0;
+    else if (xmax >= 1048576.0) unit = "MiB", div = 1048576.0;
+    double x0 = xmin / div, x1 = xmax / div;
+    if (x1 - x0 < 1e-9 * fmax(1, x1)) x0 -= fmax(x0 * 0.05, 0.5), x1 += fmax(x1 * 0.05, 0.5);
+    double xstep = nice_step(x1 - x0, 6);
+    x0 = floor(x0 / xstep) * xstep;
+    x1 = ceil(x1 / xstep) * xstep;
+    if (x0 < 0) x0 = 0;
+    double ystep = nice_step(ymax > 0 ? ymax : 1, 5);
+    double y1 = ceil((ymax > 0 ? ymax * 1.05 : 1) / ystep) * ystep;
+#define PX(v) (L + ((v) / div - x0) / (x1 - x0) * pw)
+#define PY(v) (T + ph - (v) / y1 * ph)
+    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "viewBox=\"0 0 %d %d\" font-family=\"Helvetica, Arial, sans-serif\" "
+               "font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+            W, H, W, H);
+    fprintf(f, "<text x=\"%g\" y=\"28\" text-anchor=\"middle\" font-size=\"16\" "
+               "font-weight=\"bold\">Recomputation: peak memory vs extra compute, ",
+            L + pw / 2);
+    xml_str(f, sw->name);
+    fputs("</text>\n", f);
+    /* grid and ticks */
+    fputs("<g stroke=\"#e0e0e0\" stroke-width=\"1\">\n", f);
+    for (double v = x0; v <= x1 + xstep * 1e-6; v += xstep)
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%.1f\"/>\n",
+                L + (v - x0) / (x1 - x0) * pw, T, L + (v - x0) / (x1 - x0) * pw, T + ph);
+    for (double v = 0; v <= y1 + ystep * 1e-6; v += ystep)
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>\n", L,
+                T + ph - v / y1 * ph, L + pw, T + ph - v / y1 * ph);
+    fputs("</g>\n<g text-anchor=\"middle\">\n", f);
+    for (double v = x0; v <= x1 + xstep * 1e-6; v += xstep) {
+        char lab[32];
+        tick_label(v, xstep, lab, sizeof lab);
+        fprintf(f, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", L + (v - x0) / (x1 - x0) * pw,
+                T + ph + 18, lab);
+    }
+    fputs("</g>\n<g text-anchor=\"end\">\n", f);
+    for (double v = 0; v <= y1 + ystep * 1e-6; v += ystep) {
+        char lab[32];
+        tick_label(v, ystep, lab, sizeof lab);
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\">%s</text>\n", L - 8, T + ph - v / y1 * ph + 4,
+                lab);
+    }
+    fputs("</g>\n", f);
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%g\" height=\"%g\" fill=\"none\" "
+               "stroke=\"black\"/>\n", L, T, pw, ph);
+    fprintf(f, "<text x=\"%g\" y=\"%d\" text-anchor=\"middle\" font-size=\"13\">peak memory of "
+               "the step (%s)</text>\n", L + pw / 2, H - 22, unit);
+    fprintf(f, "<text x=\"22\" y=\"%g\" text-anchor=\"middle\" font-size=\"13\" "
+               "transform=\"rotate(-90 22 %g)\">extra forward time (%% of the forward "
+               "pass)</text>\n", T + ph / 2, T + ph / 2);
+    /* curves */
+    int legend = 0;
+    for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++) {
+        if (!sw->avail[s]) continue;
+        const char *nm = dbr_remat_strategy_name((dbr_remat_strategy)s);
+        int idx[SWEEP_POINTS], k = 0;
+        for (int b = 0; b < sw->n_budgets; b++)
+            if (sw->cell[b][s].have && sw->cell[b][s].feasible) idx[k++] = b;
+        for (int i = 1; i < k; i++) /* by peak, then overhead */
+            for (int j = i; j > 0; j--) {
+                const sweep_cell *a = &sw->cell[idx[j - 1]][s], *c = &sw->cell[idx[j]][s];
+                if (a->peak < c->peak || (a->peak == c->peak && a->pct >= c->pct)) break;
+                int t = idx[j];
+                idx[j] = idx[j - 1];
+                idx[j - 1] = t;
+            }
+        const char *col = sweep_colour[s];
+        fprintf(f, "<g data-strategy=\"%s\">\n<polyline data-strategy=\"%s\" fill=\"none\" "
+                   "stroke=\"%s\" stroke-width=\"2\" points=\"", nm, nm, col);
+        for (int i = 0; i < k; i++) {
+            const sweep_cell *c = &sw->cell[idx[i]][s];
+            fprintf(f, "%s%.1f,%.1f", i ? " " : "", PX((double)c->peak), PY(c->pct));
+        }
+        fputs("\"/>\n", f);
+        for (int i = 0; i < k; i++) {
+            const sweep_cell *c = &sw->cell[idx[i]][s];
+            char a[32], bb[32];
+            human(c->peak, a, sizeof a);
+            human(sw->budget[idx[i]], bb, sizeof bb);
+            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>%s: peak "
+                       "%s, +%.1f%% (budget %s)</title></circle>\n",
+                    PX((double)c->peak), PY(c->pct), col, nm, a, c->pct, bb);
+        }
+        fputs("</g>\n", f);
+        double ly = T + 10 + 22 * legend++;
+        fprintf(f, "<g class=\"legend\"><line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" "
+                   "stroke=\"%s\" stroke-width=\"2\"/><circle cx=\"%g\" cy=\"%g\" r=\"3.5\" "
+                   "fill=\"%s\"/><text x=\"%g\" y=\"%g\">%s%s</text></g>\n",
+                L + pw + 16, ly, L + pw + 46, ly, col, L + pw + 31, ly, col, L + pw + 54, ly + 4,
+                nm, k ? "" : " (no fit)");
+    }
+#undef PX
+#undef PY
+    fputs("</svg>\n", f);
+    return ferror(f) ? -1 : 0;
+}
+
+static void sweep_table(const sweep *sw) {
+    char a[32];
+    human(sw->vpeak, a, sizeof a);
+    printf("sweep over %d budgets:", sw->n_budgets);
+    for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++)
+        if (!sw->avail[s] && sw->why[s][0])
+            printf(" %s not available (%s);", dbr_remat_strategy_name((dbr_remat_strategy)s),
+                   sw->why[s]);
+    printf("\n%-12s", "budget");
+    for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++) {
+        char h[32];
+        snprintf(h, sizeof h, "%s peak", dbr_remat_strategy_name((dbr_remat_strategy)s));
+        if (sw->avail[s]) printf("  %12s %8s", h, "overhead");
+    }
+    printf("\n");
+    for (int b = 0; b < sw->n_budgets; b++) {
+        human(sw->budget[b], a, sizeof a);
+        printf("%-12s", a);
+        for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++) {
+            const sweep_cell *c = &sw->cell[b][s];
+            if (!sw->avail[s]) continue;
+            if (!c->have || !c->feasible) {
+                printf("  %12s %8s", "-", "-");
+                continue;
+            }
+            human(c->peak, a, sizeof a);
+            printf("  %12s %7.1f%%", a, c->pct);
+        }
+        printf("\n");
+    }
+}
+
+static void sweep_json(const sweep *sw) {
+    printf("{\"name\": ");
+    json_str(stdout, sw->name);
+    printf(", \"vanilla_peak_bytes\": %lld, \"min_feasible_peak_bytes\": %lld, \"strategies\": [",
+           (long long)sw->vpeak, (long long)sw->min_peak);
+    bool first = true;
+    for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++)
+        if (sw->avail[s]) {
+            printf("%s\"%s\"", first ? "" : ", ", dbr_remat_strategy_name((dbr_remat_strategy)s));
+            first = false;
+        }
+    printf("], \"sweep\": [");
+    first = true;
+    for (int b = 0; b < sw->n_budgets; b++)
+        for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++) {
+            const sweep_cell *c = &sw->cell[b][s];
+            if (!c->have) continue;
+            printf("%s\n  {\"budget_bytes\": %lld, \"strategy\": \"%s\", \"peak_bytes\": %lld, "
+                   "\"arena_peak_bytes\": %lld, \"overhead_pct\": %.3f, \"plan_ms\": %.3f, "
+                   "\"feasible\": %s}",
+                   first ? "" : ",", (long long)sw->budget[b],
+                   dbr_remat_strategy_name((dbr_remat_strategy)s), (long long)c->peak,
+                   (long long)c->arena, c->pct, c->plan_ms, c->feasible ? "true" : "false");
+            first = false;
+        }
+    printf("\n]}\n");
+}
+
+/* Plans g at budgets from the least reachable arena peak to the vanilla one
+ * with each strategy (or only `only`), then prints and draws. svg: the open
+ * temporary file, or NULL. */
+static int plan_sweep(const dbr_rgraph *g, const char *name, int64_t fixed,
+                      const dbr_remat_plan *vanilla, int only, bool json, FILE *svg) {
+    sweep *sw = calloc(1, sizeof *sw);
+    if (!sw) return fprintf(stderr, "dbr plan: out of memory\n"), 1;
+    sw->name = name;
+    sw->vpeak = vanilla->total_peak;
+    /* the low end: the least arena peak the memory-centric planners reach */
+    int64_t lo = vanilla->peak, hi = vanilla->peak;
+    for (int s = DBR_REMAT_CHEN; s <= DBR_REMAT_DP; s++) {
+        dbr_remat_plan p;
+        char perr[256];
+        if (dbr_remat_plan_build(g, (dbr_remat_strategy)s, 0, true, &p, perr, sizeof perr))
+            continue;
+        if (p.peak > 0 && p.peak < lo) lo = p.peak;
+        if (p.min_feasible_peak > 0 && p.min_feasible_peak < lo) lo = p.min_feasible_peak;
+        dbr_remat_plan_free(&p);
+    }
+    int n = g->n > SWEEP_LARGE_NODES ? SWEEP_POINTS_LARGE : SWEEP_POINTS;
+    if (hi <= lo) n = 1;
+    int64_t arena_budget[SWEEP_POINTS];
+    sw->n_budgets = 0;
+    for (int k = 0; k < n; k++) {
+        int64_t a = n == 1 ? hi : k == n - 1 ? hi : lo + (int64_t)((double)(hi - lo) * k / (n - 1));
+        if (sw->n_budgets && a <= arena_budget[sw->n_budgets - 1]) continue;
+        arena_budget[sw->n_budgets] = a;
+        sw->budget[sw->n_budgets++] = a + fixed;
+    }
+    sw->min_peak = lo + fixed;
+    for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++) {
+        if (only >= 0 ? s != only : s == DBR_REMAT_AUTO) continue;
+        sw->avail[s] = true;
+        for (int b = 0; b < sw->n_budgets && sw->avail[s]; b++) {
+            dbr_remat_plan p;
+            if (dbr_remat_plan_build(g, (dbr_remat_strategy)s, arena_budget[b], false, &p,
+                                     sw->why[s], sizeof sw->why[s])) {
+                sw->avail[s] = false; /* e.g. ilp on a graph too large for it */
+                for (int c = 0; c < b; c++) sw->cell[c][s].have = false;
+                break;
+            }
+            sw->cell[b][s] = (sweep_cell){
+                .have = true,
+                .feasible = p.feasible && p.peak <= arena_budget[b],
+                .peak = p.total_peak,
+                .arena = p.peak,
+                .pct = p.fwd_time > 0 ? 100 * p.overhead / p.fwd_time : 0.0,
+                .plan_ms = p.plan_ms,
+            };
+            dbr_remat_plan_free(&p);
+        }
+    }
+    bool any = false;
+    for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++) {
+        any |= sw->avail[s];
+        for (int b = 0; b < sw->n_budgets; b++) /* ilp may go below the dp's least */
+            if (sw->cell[b][s].have && sw->cell[b][s].feasible && sw->cell[b][s].peak < sw->min_peak)
+                sw->min_peak = sw->cell[b][s].peak;
+    }
+    int rc = 0;
+    if (!any) {
+        int s = only >= 0 ? only : DBR_REMAT_DP;
+        fprintf(stderr, "dbr plan: %s: %s\n", name, sw->why[s][0] ? sw->why[s] : "no plan");
+        rc = 1;
+    } else {
+        if (json) {
+            sweep_json(sw);
+        } else {
+            char a[32], b[32];
+            human(sw->vpeak, a, sizeof a);
+            human(fixed, b, sizeof b);
+            printf("%s: %d forward nodes; no-recompute peak %s (parameters and inputs %s)\n",
+                   name, g->n, a, b);
+            human(sw->min_peak, a, sizeof a);
+            printf("smallest reachable peak %s", a);
+            if (g->n > SWEEP_LARGE_NODES)
+                printf(" (over %d nodes: the sweep is capped at %d budgets)", SWEEP_LARGE_NODES,
+                       SWEEP_POINTS_LARGE);
+            printf("\n");
+            sweep_table(sw);
+        }
+        if (svg && sweep_svg(svg, sw)) rc = 1;
+    }
+    free(sw);
+    return rc;
+}
+
 int dbr_cmd_plan(int argc, char **argv) {
-    const char *model = NULL, *graph = NULL, *budget_s = NULL, *strategy = NULL;
+    const char *model = NULL, *graph = NULL, *budget_s = NULL, *strategy = NULL, *out = NULL;
     int64_t batch = 32;
-    bool json = false;
+    bool json = false, sweep_mode = false;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -129,6 +470,10 @@ int dbr_cmd_plan(int argc, char **argv) {
         }
         if (!strcmp(f, "--json")) {
             json = true;
+            continue;
+        }
+        if (!strcmp(f, "--sweep")) {
+            sweep_mode = true;
             continue;
         }
         if (i + 1 >= argc) {
@@ -140,6 +485,7 @@ int dbr_cmd_plan(int argc, char **argv) {
         else if (!strcmp(f, "--graph")) graph = v;
         else if (!strcmp(f, "--budget")) budget_s = v;
         else if (!strcmp(f, "--strategy")) strategy = v;
+        else if (!strcmp(f, "-o")) out = v;
         else if (!strcmp(f, "--batch")) {
             char *end;
             batch = strtoll(v, &end, 10);
@@ -168,6 +514,14 @@ int dbr_cmd_plan(int argc, char **argv) {
                 strategy);
         return 2;
     }
+    if (out && !sweep_mode) {
+        fprintf(stderr, "dbr plan: -o draws a sweep: give --sweep too (see `dbr plan --help`)\n");
+        return 2;
+    }
+    if (sweep_mode && budget_s) {
+        fprintf(stderr, "dbr plan: --sweep chooses its own budgets: drop --budget\n");
+        return 2;
+    }
     int64_t budget = 0;
     double frac = 0;
     if (budget_s && parse_budget(budget_s, &budget, &frac)) {
@@ -176,12 +530,33 @@ int dbr_cmd_plan(int argc, char **argv) {
         return 2;
     }
 
+    /* the plot goes to PLOT.svg.tmp.<pid>, renamed when complete */
+    FILE *svg = NULL;
+    char tmp[4096] = "";
+    if (out) {
+        size_t len = strlen(out);
+        if (len < 5 || strcmp(out + len - 4, ".svg")) {
+            fprintf(stderr, "dbr plan: %s: the plot is SVG: name it FILE.svg\n", out);
+            return 1;
+        }
+        if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid()) >= (int)sizeof tmp) {
+            fprintf(stderr, "dbr plan: %s: path too long\n", out);
+            return 1;
+        }
+        svg = fopen(tmp, "w");
+        if (!svg) {
+            fprintf(stderr, "dbr plan: cannot write %s: %s\n", out, strerror(errno));
+            return 1;
+        }
+    }
+
     char err[1024] = "";
     dbr_rgraph g;
     int rc = graph ? dbr_rgraph_load_json(graph, &g, err, sizeof err)
                    : model_graph(model, batch, &g, err, sizeof err);
     if (rc) {
         fprintf(stderr, "dbr plan: %s\n", err);
+        if (svg) fclose(svg), remove(tmp);
         return 1;
     }
     const char *name = graph ? graph : model;
@@ -190,7 +565,25 @@ int dbr_cmd_plan(int argc, char **argv) {
     if (dbr_remat_plan_build(&g, DBR_REMAT_NONE, 0, false, &vanilla, err, sizeof err)) {
         fprintf(stderr, "dbr plan: %s\n", err);
         dbr_rgraph_free(&g);
+        if (svg) fclose(svg), remove(tmp);
         return 1;
+    }
+    if (sweep_mode) {
+        rc = plan_sweep(&g, name, fixed, &vanilla, chosen, json, svg);
+        if (svg) {
+            bool closed = fclose(svg) == 0;
+            if (!rc && !closed) {
+                fprintf(stderr, "dbr plan: cannot write %s: %s\n", out, strerror(errno));
+                rc = 1;
+            } else if (!rc && rename(tmp, out)) {
+                fprintf(stderr, "dbr plan: cannot write %s: %s\n", out, strerror(errno));
+                rc = 1;
+            }
+            if (rc) remove(tmp);
+        }
+        dbr_remat_plan_free(&vanilla);
+        dbr_rgraph_free(&g);
+        return rc;
     }
     int64_t vpeak = vanilla.total_peak;
     int64_t total_budget = frac > 0 ? (int64_t)(frac * (double)vpeak) : budget;
