@@ -661,11 +661,13 @@ int dbr_cmd_plan(int argc, char **argv) {
         rc = 1;
     }
     if (json && have_best) {
-        printf("{\"name\": \"%s\", \"strategy\": \"%s\", \"budget_bytes\": %lld, "
+        printf("{\"name\": ");
+        json_str(stdout, name);
+        printf(", \"strategy\": \"%s\", \"budget_bytes\": %lld, "
                "\"vanilla_peak_bytes\": %lld, \"peak_bytes\": %lld, \"arena_peak_bytes\": %lld, "
                "\"min_feasible_peak_bytes\": %lld, \"overhead_pct\": %.3f, \"plan_ms\": %.3f, "
                "\"feasible\": %s, \"kept\": ",
-               name, dbr_remat_strategy_name(best.strategy), (long long)total_budget,
+               dbr_remat_strategy_name(best.strategy), (long long)total_budget,
                (long long)vpeak, (long long)best.total_peak, (long long)best.peak,
                (long long)((min_feasible == INT64_MAX ? best.peak : min_feasible) + fixed),
                best.fwd_time > 0 ? 100 * best.overhead / best.fwd_time : 0.0, best.plan_ms,
