@@ -703,7 +703,7 @@ uint64_t dbr_graph_hash(const dbr_graph *g)
         return 0;
     uint64_t *entry = vh + nv;
     /* an INTER value is hashed when its producer is reached; one read
-     * earlier (a broken graph) sees this placeholder */
+     * earlier (a broken graph) sees this fixed stand-in value */
     for (size_t v = 0; v < nv; v++)
         vh[v] = g->vals[v].kind == DBR_V_INTER ? 0x494e544552ull : leaf_hash(&g->vals[v]);
     for (int32_t i = 0; i < g->n_nodes; i++) {

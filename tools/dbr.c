@@ -175,13 +175,6 @@ static int parse_train(int argc, char **argv, train_args *a) {
     return 0;
 }
 
-static void human_bytes(int64_t b, char *buf, size_t n) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB"};
-    double x = (double)b;
-    int k = 0;
-    while (x >= 1024 && k < 3) x /= 1024, k++;
-    snprintf(buf, n, "%.1f %s", x, u[k]);
-}
 
 static void progress(bool tty, int64_t epoch, int64_t epochs, int64_t done, int64_t total,
                      double loss, double acc, double rate, double eta) {
@@ -355,13 +348,13 @@ static int cmd_train(int argc, char **argv) {
                (long long)st.arena_bytes, (long long)st.arena_lower_bound);
     } else {
         char pb[32];
-        human_bytes(peak, pb, sizeof pb);
+        dbr_human_bytes(peak, pb, sizeof pb);
         printf("model %s: %lld steps in %.1f s, final loss %.4f, test accuracy %.2f%%, peak %s\n",
                a.model, (long long)steps, train_s, final_loss, 100 * acc, pb);
         if (cfg.mode == DBR_MODE_COMPILED) {
             char ab[32], lb[32];
-            human_bytes(st.arena_bytes, ab, sizeof ab);
-            human_bytes(st.arena_lower_bound, lb, sizeof lb);
+            dbr_human_bytes(st.arena_bytes, ab, sizeof ab);
+            dbr_human_bytes(st.arena_lower_bound, lb, sizeof lb);
             printf("compiled: plan cache %lld hits, %lld misses (%lld plans, %.2f ms compiling), "
                    "%lld graph breaks, arena %s (lower bound %s)\n",
                    (long long)st.cache_hits, (long long)st.cache_misses, (long long)st.plans,
@@ -406,27 +399,6 @@ static void usage_dot(FILE *f) {
             dbr_model_names());
 }
 
-/* "3GiB", "512MiB", "1e9" (bytes) or "40%" (of the no-recompute peak). */
-static int parse_dot_budget(const char *s, int64_t *bytes, double *frac) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    *bytes = 0;
-    *frac = 0;
-    if (errno || end == s || !(v > 0)) return -1;
-    if (!strcmp(end, "%")) {
-        *frac = v / 100;
-        return v <= 1000 ? 0 : -1;
-    }
-    double mult = !*end || !strcmp(end, "B") ? 1
-                  : !strcmp(end, "KiB")      ? 1024.0
-                  : !strcmp(end, "MiB")      ? 1048576.0
-                  : !strcmp(end, "GiB")      ? 1073741824.0
-                                             : -1;
-    if (mult < 0 || v * mult > 9e18 || v * mult < 1) return -1;
-    *bytes = (int64_t)(v * mult);
-    return 0;
-}
 
 /* Plans recomputation of g's forward nodes and fills mark (per value id) and
  * a title line; 0, or 1 with a message printed (no plan fits, or no plan). */
@@ -453,8 +425,8 @@ static int dot_remat(const dbr_graph *g, const char *model, dbr_remat_strategy s
     int64_t total_budget = frac > 0 ? (int64_t)(frac * (double)vanilla.total_peak) : budget;
     int64_t arena_budget = total_budget ? total_budget - fixed : 0;
     if (total_budget && arena_budget <= 0) {
-        human_bytes(total_budget, a, sizeof a);
-        human_bytes(fixed, b, sizeof b);
+        dbr_human_bytes(total_budget, a, sizeof a);
+        dbr_human_bytes(fixed, b, sizeof b);
         fprintf(stderr, "dbr dot: %s: budget %s is below the parameters, inputs and optimizer "
                         "state alone (%s)\n", model, a, b);
         goto out;
@@ -464,8 +436,8 @@ static int dot_remat(const dbr_graph *g, const char *model, dbr_remat_strategy s
         goto out;
     }
     if (!p.feasible) {
-        human_bytes(total_budget, a, sizeof a);
-        human_bytes(p.min_feasible_peak + fixed, b, sizeof b);
+        dbr_human_bytes(total_budget, a, sizeof a);
+        dbr_human_bytes(p.min_feasible_peak + fixed, b, sizeof b);
         fprintf(stderr, "dbr dot: %s: no schedule fits the budget %s; the smallest reachable "
                         "peak is %s\n", model, a, b);
         goto out;
@@ -487,10 +459,10 @@ static int dot_remat(const dbr_graph *g, const char *model, dbr_remat_strategy s
         n_rec += m == DBR_DOT_MARK_RECOMPUTED;
         n_freed += m == DBR_DOT_MARK_FREED;
     }
-    human_bytes(p.total_peak, a, sizeof a);
-    human_bytes(vanilla.total_peak, c, sizeof c);
+    dbr_human_bytes(p.total_peak, a, sizeof a);
+    dbr_human_bytes(vanilla.total_peak, c, sizeof c);
     if (total_budget) {
-        human_bytes(total_budget, b, sizeof b);
+        dbr_human_bytes(total_budget, b, sizeof b);
         if (frac > 0)
             snprintf(b + strlen(b), sizeof b - strlen(b), " (%g%%)", frac * 100);
     } else {
@@ -560,7 +532,7 @@ static int cmd_dot(int argc, char **argv) {
         } else if (!strcmp(f, "--layer")) {
             o.layer = v;
         } else if (!strcmp(f, "--budget")) {
-            if (parse_dot_budget(v, &budget, &frac)) {
+            if (dbr_parse_budget(v, &budget, &frac)) {
                 fprintf(stderr, "dbr dot: --budget expects bytes (e.g. 3GiB, 512MiB, 1e9) or a "
                                 "percentage (e.g. 40%%), got '%s'\n", v);
                 return 2;

@@ -50,8 +50,7 @@ static void usage(FILE *f) {
             dbr_model_names(), SWEEP_POINTS, SWEEP_POINTS_LARGE, SWEEP_LARGE_NODES);
 }
 
-/* "3GiB", "512MiB", "1e9", "40%": bytes or a fraction of the vanilla peak. */
-static int parse_budget(const char *s, int64_t *bytes, double *frac) {
+int dbr_parse_budget(const char *s, int64_t *bytes, double *frac) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -73,7 +72,7 @@ static int parse_budget(const char *s, int64_t *bytes, double *frac) {
     return 0;
 }
 
-static void human(int64_t b, char *buf, size_t n) {
+void dbr_human_bytes(int64_t b, char *buf, size_t n) {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     double x = (double)b;
     int k = 0;
@@ -290,8 +289,8 @@ static int sweep_svg(FILE *f, const sweep *sw) {
         for (int i = 0; i < k; i++) {
             const sweep_cell *c = &sw->cell[idx[i]][s];
             char a[32], bb[32];
-            human(c->peak, a, sizeof a);
-            human(sw->budget[idx[i]], bb, sizeof bb);
+            dbr_human_bytes(c->peak, a, sizeof a);
+            dbr_human_bytes(sw->budget[idx[i]], bb, sizeof bb);
             fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"%s\"><title>%s: peak "
                        "%s, +%.1f%% (budget %s)</title></circle>\n",
                     PX((double)c->peak), PY(c->pct), col, nm, a, c->pct, bb);
@@ -312,7 +311,7 @@ static int sweep_svg(FILE *f, const sweep *sw) {
 
 static void sweep_table(const sweep *sw) {
     char a[32];
-    human(sw->vpeak, a, sizeof a);
+    dbr_human_bytes(sw->vpeak, a, sizeof a);
     printf("sweep over %d budgets:", sw->n_budgets);
     for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++)
         if (!sw->avail[s] && sw->why[s][0])
@@ -326,7 +325,7 @@ static void sweep_table(const sweep *sw) {
     }
     printf("\n");
     for (int b = 0; b < sw->n_budgets; b++) {
-        human(sw->budget[b], a, sizeof a);
+        dbr_human_bytes(sw->budget[b], a, sizeof a);
         printf("%-12s", a);
         for (int s = 0; s < DBR_REMAT_N_STRATEGIES; s++) {
             const sweep_cell *c = &sw->cell[b][s];
@@ -335,7 +334,7 @@ static void sweep_table(const sweep *sw) {
                 printf("  %12s %8s", "-", "-");
                 continue;
             }
-            human(c->peak, a, sizeof a);
+            dbr_human_bytes(c->peak, a, sizeof a);
             printf("  %12s %7.1f%%", a, c->pct);
         }
         printf("\n");
@@ -440,11 +439,11 @@ static int plan_sweep(const dbr_rgraph *g, const char *name, int64_t fixed,
             sweep_json(sw);
         } else {
             char a[32], b[32];
-            human(sw->vpeak, a, sizeof a);
-            human(fixed, b, sizeof b);
+            dbr_human_bytes(sw->vpeak, a, sizeof a);
+            dbr_human_bytes(fixed, b, sizeof b);
             printf("%s: %d forward nodes; no-recompute peak %s (parameters and inputs %s)\n",
                    name, g->n, a, b);
-            human(sw->min_peak, a, sizeof a);
+            dbr_human_bytes(sw->min_peak, a, sizeof a);
             printf("smallest reachable peak %s", a);
             if (g->n > SWEEP_LARGE_NODES)
                 printf(" (over %d nodes: the sweep is capped at %d budgets)", SWEEP_LARGE_NODES,
@@ -524,7 +523,7 @@ int dbr_cmd_plan(int argc, char **argv) {
     }
     int64_t budget = 0;
     double frac = 0;
-    if (budget_s && parse_budget(budget_s, &budget, &frac)) {
+    if (budget_s && dbr_parse_budget(budget_s, &budget, &frac)) {
         fprintf(stderr, "dbr plan: --budget expects bytes (e.g. 3GiB, 512MiB, 1e9) or a "
                         "percentage (e.g. 40%%), got '%s'\n", budget_s);
         return 2;
@@ -591,8 +590,8 @@ int dbr_cmd_plan(int argc, char **argv) {
     int64_t arena_budget = total_budget ? total_budget - fixed : 0;
     if (total_budget && arena_budget <= 0) {
         char a[32], b[32];
-        human(total_budget, a, sizeof a);
-        human(fixed, b, sizeof b);
+        dbr_human_bytes(total_budget, a, sizeof a);
+        dbr_human_bytes(fixed, b, sizeof b);
         fprintf(stderr, "dbr plan: %s: budget %s is below the parameters and inputs alone (%s)\n",
                 name, a, b);
         dbr_remat_plan_free(&vanilla);
@@ -601,12 +600,12 @@ int dbr_cmd_plan(int argc, char **argv) {
     }
     if (!json) {
         char a[32], b[32];
-        human(vpeak, a, sizeof a);
-        human(fixed, b, sizeof b);
+        dbr_human_bytes(vpeak, a, sizeof a);
+        dbr_human_bytes(fixed, b, sizeof b);
         printf("%s: %d forward nodes; no-recompute peak %s (parameters and inputs %s)\n", name,
                g.n, a, b);
         if (total_budget) {
-            human(total_budget, a, sizeof a);
+            dbr_human_bytes(total_budget, a, sizeof a);
             printf("budget %s\n", a);
         }
         printf("%-6s %12s %12s %10s %11s %9s  %s\n", "strategy", "peak", "arena", "overhead",
@@ -631,8 +630,8 @@ int dbr_cmd_plan(int argc, char **argv) {
             char a[32], b[32];
             int32_t nrec = 0;
             for (int32_t i = 0; i < g.n; i++) nrec += p.recomputed && p.recomputed[i];
-            human(p.total_peak, a, sizeof a);
-            human(p.peak, b, sizeof b);
+            dbr_human_bytes(p.total_peak, a, sizeof a);
+            dbr_human_bytes(p.peak, b, sizeof b);
             printf("%-6s %12s %12s %9.1f%% %11d %9.1f  %s\n",
                    dbr_remat_strategy_name((dbr_remat_strategy)s), a, b,
                    p.fwd_time > 0 ? 100 * p.overhead / p.fwd_time : 0.0, nrec, p.plan_ms,
@@ -653,8 +652,8 @@ int dbr_cmd_plan(int argc, char **argv) {
         rc = 1;
     } else if (!best.feasible) {
         char a[32], b[32];
-        human(total_budget, a, sizeof a);
-        human(min_feasible == INT64_MAX ? best.min_feasible_peak + fixed : min_feasible + fixed, b,
+        dbr_human_bytes(total_budget, a, sizeof a);
+        dbr_human_bytes(min_feasible == INT64_MAX ? best.min_feasible_peak + fixed : min_feasible + fixed, b,
               sizeof b);
         fprintf(stderr, "dbr plan: %s: no schedule fits the budget %s; the smallest reachable "
                         "peak is %s\n", name, a, b);

@@ -5,4 +5,14 @@
 /* argv after "plan"; returns the exit status (0, 1 error, 2 bad flags). */
 int dbr_cmd_plan(int argc, char **argv);
 
+#include <stddef.h>
+#include <stdint.h>
+
+/* A budget on the command line: "3GiB", "512MiB", "1e9" (bytes; B, KiB,
+ * MiB, GiB, TiB) into *bytes, or "40%" (of the no-recompute peak) into *frac
+ * as 0.4. 0, or -1 when it is neither. */
+int dbr_parse_budget(const char *s, int64_t *bytes, double *frac);
+/* "1.50 GiB" */
+void dbr_human_bytes(int64_t b, char *buf, size_t n);
+
 #endif
