@@ -12,17 +12,6 @@
 
 typedef long long ll;
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static const char *kind_name(dbr_vkind k)
 {
@@ -163,7 +152,7 @@ int32_t dbr_graph_node(dbr_graph *g, dbr_op op, int n_in, const int32_t in[], co
                        size_t errlen)
 {
     if (n_in < 0 || n_in > DBR_MAX_SRC) {
-        fail(err, errlen, "%d inputs (at most %d)", n_in, DBR_MAX_SRC);
+        dbr_errf(err, errlen, "%d inputs (at most %d)", n_in, DBR_MAX_SRC);
         return -1;
     }
     dbr_node n;
@@ -172,7 +161,7 @@ int32_t dbr_graph_node(dbr_graph *g, dbr_op op, int n_in, const int32_t in[], co
     n.n_in = n_in;
     for (int i = 0; i < n_in; i++) {
         if (in[i] < 0 || in[i] >= g->n_vals) {
-            fail(err, errlen, "input %d is value %d, which does not exist (%d values)", i,
+            dbr_errf(err, errlen, "input %d is value %d, which does not exist (%d values)", i,
                  (int)in[i], (int)g->n_vals);
             return -1;
         }
@@ -187,7 +176,7 @@ int32_t dbr_graph_node(dbr_graph *g, dbr_op op, int n_in, const int32_t in[], co
         return -1;
     if (grow((void **)&g->vals, &g->cap_vals, g->n_vals, sizeof *g->vals) ||
         grow((void **)&g->nodes, &g->cap_nodes, g->n_nodes, sizeof *g->nodes)) {
-        fail(err, errlen, "out of memory");
+        dbr_errf(err, errlen, "out of memory");
         return -1;
     }
     int32_t id = g->n_nodes, out = g->n_vals;
@@ -298,12 +287,12 @@ static int verify_value(const dbr_graph *g, int32_t v, char *err, size_t errlen)
     const dbr_value *x = &g->vals[v];
     char ts[256];
     if ((unsigned)x->kind > DBR_V_INTER)
-        return fail(err, errlen, "value %d has an unknown kind %d", (int)v, (int)x->kind);
+        return dbr_errf(err, errlen, "value %d has an unknown kind %d", (int)v, (int)x->kind);
     if (!type_ok(&x->t))
-        return fail(err, errlen, "value %d (%s) has a malformed type %s", (int)v,
+        return dbr_errf(err, errlen, "value %d (%s) has a malformed type %s", (int)v,
                     kind_name(x->kind), type_str(&x->t, ts, sizeof ts));
     if (x->kind != DBR_V_INTER && x->producer != -1)
-        return fail(err, errlen, "value %d (%s) is a leaf but names producer node %d", (int)v,
+        return dbr_errf(err, errlen, "value %d (%s) is a leaf but names producer node %d", (int)v,
                     kind_name(x->kind), (int)x->producer);
     return 0;
 }
@@ -316,23 +305,23 @@ static int verify_inputs(const dbr_graph *g, int32_t i, char *err, size_t errlen
     for (int k = 0; k < n->n_in; k++) {
         int32_t v = n->in[k];
         if (v < 0 || v >= g->n_vals)
-            return fail(err, errlen, "node %d (%s): input %d is value %d, out of range (%d values)",
+            return dbr_errf(err, errlen, "node %d (%s): input %d is value %d, out of range (%d values)",
                         (int)i, on, k, (int)v, (int)g->n_vals);
         if (g->vals[v].kind != DBR_V_INTER)
             continue;
         int32_t p = g->vals[v].producer;
         if (p < 0 || p >= g->n_nodes || g->nodes[p].out != v)
-            return fail(err, errlen, "node %d (%s): input %d has no producer", (int)i, on, (int)v);
+            return dbr_errf(err, errlen, "node %d (%s): input %d has no producer", (int)i, on, (int)v);
         if (p < i)
             continue;
         if (p == i)
-            return fail(err, errlen, "node %d (%s): input %d is its own output: a cycle", (int)i, on,
+            return dbr_errf(err, errlen, "node %d (%s): input %d is its own output: a cycle", (int)i, on,
                         (int)v);
         if (reaches(g, p, i) == 1)
-            return fail(err, errlen,
+            return dbr_errf(err, errlen,
                         "node %d (%s): input %d comes from node %d (%s), which depends on node %d: "
                         "a cycle", (int)i, on, (int)v, (int)p, op_name(g->nodes[p].op), (int)i);
-        return fail(err, errlen, "node %d (%s): input %d is used before it is defined (by node %d (%s))",
+        return dbr_errf(err, errlen, "node %d (%s): input %d is used before it is defined (by node %d (%s))",
                     (int)i, on, (int)v, (int)p, op_name(g->nodes[p].op));
     }
     return 0;
@@ -343,26 +332,26 @@ static int verify_node(const dbr_graph *g, int32_t i, char *err, size_t errlen)
     const dbr_inode *n = &g->nodes[i];
     char ts[256], us[256];
     if ((unsigned)n->op >= DBR_OP_COUNT)
-        return fail(err, errlen, "node %d: unknown op %d", (int)i, (int)n->op);
+        return dbr_errf(err, errlen, "node %d: unknown op %d", (int)i, (int)n->op);
     const dbr_opinfo *oi = &dbr_ops[n->op];
     if (n->n_in < oi->min_in || n->n_in > oi->max_in) {
         if (oi->min_in == oi->max_in)
-            return fail(err, errlen, "node %d (%s): %d inputs, but %s takes %d", (int)i, oi->name,
+            return dbr_errf(err, errlen, "node %d (%s): %d inputs, but %s takes %d", (int)i, oi->name,
                         (int)n->n_in, oi->name, oi->min_in);
-        return fail(err, errlen, "node %d (%s): %d inputs, but %s takes %d to %d", (int)i, oi->name,
+        return dbr_errf(err, errlen, "node %d (%s): %d inputs, but %s takes %d to %d", (int)i, oi->name,
                     (int)n->n_in, oi->name, oi->min_in, oi->max_in);
     }
     if ((unsigned)n->phase > DBR_PH_OPT)
-        return fail(err, errlen, "node %d (%s): unknown phase %d", (int)i, oi->name, (int)n->phase);
+        return dbr_errf(err, errlen, "node %d (%s): unknown phase %d", (int)i, oi->name, (int)n->phase);
     if (n->out < 0 || n->out >= g->n_vals)
-        return fail(err, errlen, "node %d (%s): output is value %d, out of range (%d values)", (int)i,
+        return dbr_errf(err, errlen, "node %d (%s): output is value %d, out of range (%d values)", (int)i,
                     oi->name, (int)n->out, (int)g->n_vals);
     const dbr_value *out = &g->vals[n->out];
     if (out->kind != DBR_V_INTER)
-        return fail(err, errlen, "node %d (%s): output %d is a %s value, not an intermediate", (int)i,
+        return dbr_errf(err, errlen, "node %d (%s): output %d is a %s value, not an intermediate", (int)i,
                     oi->name, (int)n->out, kind_name(out->kind));
     if (out->producer != i)
-        return fail(err, errlen, "node %d (%s): output %d names node %d as its producer", (int)i,
+        return dbr_errf(err, errlen, "node %d (%s): output %d names node %d as its producer", (int)i,
                     oi->name, (int)n->out, (int)out->producer);
     if (verify_inputs(g, i, err, errlen))
         return -1;
@@ -379,9 +368,9 @@ static int verify_node(const dbr_graph *g, int32_t i, char *err, size_t errlen)
     t.line = n->line;
     char why[256];
     if (dbr_infer(&t, why, sizeof why))
-        return fail(err, errlen, "node %d (%s): %s", (int)i, oi->name, why);
+        return dbr_errf(err, errlen, "node %d (%s): %s", (int)i, oi->name, why);
     if (!same_type(&t.out, &out->t))
-        return fail(err, errlen, "node %d (%s): output %d is %s but the inputs give %s", (int)i,
+        return dbr_errf(err, errlen, "node %d (%s): output %d is %s but the inputs give %s", (int)i,
                     oi->name, (int)n->out, type_str(&out->t, ts, sizeof ts),
                     type_str(&t.out, us, sizeof us));
     return 0;
@@ -390,7 +379,7 @@ static int verify_node(const dbr_graph *g, int32_t i, char *err, size_t errlen)
 int dbr_graph_verify(const dbr_graph *g, char *err, size_t errlen)
 {
     if (g->n_vals < 0 || g->n_nodes < 0)
-        return fail(err, errlen, "negative counts (%d values, %d nodes)", (int)g->n_vals,
+        return dbr_errf(err, errlen, "negative counts (%d values, %d nodes)", (int)g->n_vals,
                     (int)g->n_nodes);
     for (int32_t v = 0; v < g->n_vals; v++)
         if (verify_value(g, v, err, errlen))
@@ -404,7 +393,7 @@ int dbr_graph_verify(const dbr_graph *g, char *err, size_t errlen)
         if (x->kind != DBR_V_INTER)
             continue;
         if (x->producer < 0 || x->producer >= g->n_nodes || g->nodes[x->producer].out != v)
-            return fail(err, errlen, "value %d (inter) has no producer", (int)v);
+            return dbr_errf(err, errlen, "value %d (inter) has no producer", (int)v);
     }
     return 0;
 }

@@ -115,6 +115,10 @@ typedef struct dbr_gnode {
  * -1 if an emit failed or the op has no gradient (GRAD ops). */
 int dbr_grad(dbr_bld *b, const dbr_gnode *n, dbr_val *gy, const bool needs[], dbr_val *gx[]);
 
+/* Writes a message into err (when err and errlen allow) and returns -1:
+ * the one way ir/ and passes/ report a failure. */
+int dbr_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Helpers shared by rules and the frontend. */
 /* Sum g (of a broadcast result) down to `to`'s shape; returns g if equal. */
 dbr_val *dbr_bld_sum_to(dbr_bld *b, dbr_val *g, const dbr_tinfo *to);

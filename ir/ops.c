@@ -1,5 +1,6 @@
 /* ops.c: the op table, expanded from ops.def, and the small dtype and
  * shape helpers every folder above ir/ uses. */
+#include <stdarg.h>
 #include <stdio.h>
 
 #include "ir.h"
@@ -57,4 +58,14 @@ char *dbr_shape_str(const dbr_tinfo *t, char *buf, size_t n)
     if (at < n)
         snprintf(buf + at, n - at, "]");
     return buf;
+}
+
+int dbr_errf(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
 }

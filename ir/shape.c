@@ -12,19 +12,8 @@ typedef long long ll;
 /* Every check takes (..., char *err, size_t errlen) and passes them on as ERR. */
 #define ERR err, errlen
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
-/* A shape as text, usable inside one call: fail(ERR, "%s", ss(t).s). */
+/* A shape as text, usable inside one call: dbr_errf(ERR, "%s", ss(t).s). */
 typedef struct { char s[200]; } sstr;
 static sstr ss(const dbr_tinfo *t)
 {
@@ -55,7 +44,7 @@ static int need_float(const dbr_tinfo *t, const char *what, char *err, size_t er
 {
     if (t->dtype == DT_F32 || t->dtype == DT_F64)
         return 0;
-    return fail(ERR, "%s%sdtype %s is not supported (needs f32 or f64)", what, *what ? " " : "",
+    return dbr_errf(ERR, "%s%sdtype %s is not supported (needs f32 or f64)", what, *what ? " " : "",
                 dtn(t));
 }
 
@@ -63,14 +52,14 @@ static int need_int(const dbr_tinfo *t, const char *what, char *err, size_t errl
 {
     if (dbr_dt_is_int(t->dtype))
         return 0;
-    return fail(ERR, "%s dtype %s is not an integer dtype (needs i32 or i64)", what, dtn(t));
+    return dbr_errf(ERR, "%s dtype %s is not an integer dtype (needs i32 or i64)", what, dtn(t));
 }
 
 static int same_dtype(const dbr_tinfo *a, const dbr_tinfo *b, char *err, size_t errlen)
 {
     if (a->dtype == b->dtype)
         return 0;
-    return fail(ERR, "dtypes %s and %s differ", dtn(a), dtn(b));
+    return dbr_errf(ERR, "dtypes %s and %s differ", dtn(a), dtn(b));
 }
 
 /* Float inputs of one dtype, all of one shape (the GRAD helpers' (x, gy)). */
@@ -79,7 +68,7 @@ static int same_type(const dbr_tinfo *a, const dbr_tinfo *b, char *err, size_t e
     if (same_dtype(a, b, ERR) || need_float(a, "", ERR))
         return -1;
     if (!same_shape(a, b))
-        return fail(ERR, "shapes %s and %s differ", ss(a).s, ss(b).s);
+        return dbr_errf(ERR, "shapes %s and %s differ", ss(a).s, ss(b).s);
     return 0;
 }
 
@@ -87,7 +76,7 @@ static int check_axis(int64_t axis, const dbr_tinfo *t, char *err, size_t errlen
 {
     if (axis >= 0 && axis < t->ndim)
         return 0;
-    return fail(ERR, "axis %lld out of range for shape %s", (ll)axis, ss(t).s);
+    return dbr_errf(ERR, "axis %lld out of range for shape %s", (ll)axis, ss(t).s);
 }
 
 /* NumPy broadcasting of k shapes, right-aligned, ignoring each shape's last
@@ -111,7 +100,7 @@ static int broadcast(const dbr_tinfo *const ts[], int k, int skip, dbr_tinfo *ou
                 size = ts[i]->shape[at];
                 who = i;
             } else if (ts[i]->shape[at] != size) {
-                return fail(ERR, "shapes %s and %s cannot broadcast (dim -%d: %lld vs %lld)",
+                return dbr_errf(ERR, "shapes %s and %s cannot broadcast (dim -%d: %lld vs %lld)",
                             ss(ts[who]).s, ss(ts[i]).s, d + skip, (ll)size,
                             (ll)ts[i]->shape[at]);
             }
@@ -179,7 +168,7 @@ static int infer_reduce(dbr_node *n, char *err, size_t errlen)
     if (n->op == DBR_OP_MAX)
         for (int d = 0; d < x->ndim; d++)
             if (n->a.i[0] >> d & 1 && x->shape[d] == 0)
-                return fail(ERR, "max over axis %d of shape %s, which is empty", d, ss(x).s);
+                return dbr_errf(ERR, "max over axis %d of shape %s, which is empty", d, ss(x).s);
     return 0;
 }
 
@@ -224,11 +213,11 @@ static int infer_matmul(dbr_node *n, char *err, size_t errlen)
     if (same_dtype(a, b, ERR) || need_float(a, "", ERR))
         return -1;
     if (a->ndim < 2 || b->ndim < 2)
-        return fail(ERR, "shapes %s and %s must both have at least 2 dims", ss(a).s, ss(b).s);
+        return dbr_errf(ERR, "shapes %s and %s must both have at least 2 dims", ss(a).s, ss(b).s);
     int64_t m = a->shape[a->ndim - (ta ? 1 : 2)], ka = a->shape[a->ndim - (ta ? 2 : 1)];
     int64_t kb = b->shape[b->ndim - (tb ? 1 : 2)], nn = b->shape[b->ndim - (tb ? 2 : 1)];
     if (ka != kb)
-        return fail(ERR, "shapes %s and %s do not match (inner dims %lld vs %lld%s%s)",
+        return dbr_errf(ERR, "shapes %s and %s do not match (inner dims %lld vs %lld%s%s)",
                     ss(a).s, ss(b).s, (ll)ka, (ll)kb, ta ? ", trans_a" : "", tb ? ", trans_b" : "");
     if (broadcast(ts, 2, 2, &n->out, ERR))
         return -1;
@@ -257,31 +246,31 @@ static int conv_out(const dbr_tinfo *x, const dbr_tinfo *w, const dbr_attrs *a, 
     if (same_dtype(x, w, ERR) || need_float(x, "", ERR))
         return -1;
     if (x->ndim != 4)
-        return fail(ERR, "input %s must be 4-D [N,C,H,W]", ss(x).s);
+        return dbr_errf(ERR, "input %s must be 4-D [N,C,H,W]", ss(x).s);
     if (w->ndim != 4)
-        return fail(ERR, "weight %s must be 4-D [O,C/groups,KH,KW]", ss(w).s);
+        return dbr_errf(ERR, "weight %s must be 4-D [O,C/groups,KH,KW]", ss(w).s);
     if (s[0] < 1 || s[1] < 1)
-        return fail(ERR, "stride %lldx%lld must be >= 1", (ll)s[0], (ll)s[1]);
+        return dbr_errf(ERR, "stride %lldx%lld must be >= 1", (ll)s[0], (ll)s[1]);
     if (p[0] < 0 || p[1] < 0)
-        return fail(ERR, "padding %lldx%lld must be >= 0", (ll)p[0], (ll)p[1]);
+        return dbr_errf(ERR, "padding %lldx%lld must be >= 0", (ll)p[0], (ll)p[1]);
     if (dl[0] < 1 || dl[1] < 1)
-        return fail(ERR, "dilation %lldx%lld must be >= 1", (ll)dl[0], (ll)dl[1]);
+        return dbr_errf(ERR, "dilation %lldx%lld must be >= 1", (ll)dl[0], (ll)dl[1]);
     if (g < 1)
-        return fail(ERR, "groups %lld must be >= 1", (ll)g);
+        return dbr_errf(ERR, "groups %lld must be >= 1", (ll)g);
     for (int d = 0; d < 4; d++)
         if (w->shape[d] < 1)
-            return fail(ERR, "weight %s has an empty dim", ss(w).s);
+            return dbr_errf(ERR, "weight %s has an empty dim", ss(w).s);
     if (x->shape[1] != w->shape[1] * g)
-        return fail(ERR, "input %s has %lld channels but weight %s expects %lld (groups %lld)",
+        return dbr_errf(ERR, "input %s has %lld channels but weight %s expects %lld (groups %lld)",
                     ss(x).s, (ll)x->shape[1], ss(w).s, (ll)(w->shape[1] * g), (ll)g);
     if (w->shape[0] % g)
-        return fail(ERR, "weight %s has %lld output channels, not divisible by groups %lld",
+        return dbr_errf(ERR, "weight %s has %lld output channels, not divisible by groups %lld",
                     ss(w).s, (ll)w->shape[0], (ll)g);
     int64_t o[2];
     for (int d = 0; d < 2; d++)
         o[d] = floordiv(x->shape[2 + d] + 2 * p[d] - dl[d] * (w->shape[2 + d] - 1) - 1, s[d]) + 1;
     if (o[0] < 1 || o[1] < 1)
-        return fail(ERR, "output size would be %lldx%lld (input %s, kernel %lldx%lld, stride %lldx%lld, "
+        return dbr_errf(ERR, "output size would be %lldx%lld (input %s, kernel %lldx%lld, stride %lldx%lld, "
                     "padding %lldx%lld, dilation %lldx%lld)",
                     (ll)o[0], (ll)o[1], ss(x).s, (ll)w->shape[2], (ll)w->shape[3], (ll)s[0],
                     (ll)s[1], (ll)p[0], (ll)p[1], (ll)dl[0], (ll)dl[1]);
@@ -295,7 +284,7 @@ static int check_gy(const dbr_tinfo *gy, const dbr_tinfo *y, char *err, size_t e
     if (same_dtype(gy, y, ERR))
         return -1;
     if (!same_shape(gy, y))
-        return fail(ERR, "gradient %s does not match the forward output %s", ss(gy).s, ss(y).s);
+        return dbr_errf(ERR, "gradient %s does not match the forward output %s", ss(gy).s, ss(y).s);
     return 0;
 }
 
@@ -334,17 +323,17 @@ static int pool_out(const dbr_tinfo *x, const dbr_attrs *a, dbr_tinfo *y, char *
     if (need_float(x, "", ERR))
         return -1;
     if (x->ndim != 4)
-        return fail(ERR, "input %s must be 4-D [N,C,H,W]", ss(x).s);
+        return dbr_errf(ERR, "input %s must be 4-D [N,C,H,W]", ss(x).s);
     if (k < 1)
-        return fail(ERR, "kernel %lld must be >= 1", (ll)k);
+        return dbr_errf(ERR, "kernel %lld must be >= 1", (ll)k);
     if (s < 1)
-        return fail(ERR, "stride %lld must be >= 1", (ll)s);
+        return dbr_errf(ERR, "stride %lld must be >= 1", (ll)s);
     if (p < 0 || p > k / 2)
-        return fail(ERR, "padding %lld must be between 0 and half the kernel %lld", (ll)p, (ll)k);
+        return dbr_errf(ERR, "padding %lld must be between 0 and half the kernel %lld", (ll)p, (ll)k);
     for (int d = 0; d < 2; d++)
         o[d] = floordiv(x->shape[2 + d] + 2 * p - k, s) + 1;
     if (o[0] < 1 || o[1] < 1)
-        return fail(ERR, "output size would be %lldx%lld (input %s, kernel %lld, stride %lld, padding %lld)",
+        return dbr_errf(ERR, "output size would be %lldx%lld (input %s, kernel %lld, stride %lld, padding %lld)",
                     (ll)o[0], (ll)o[1], ss(x).s, (ll)k, (ll)s, (ll)p);
     tinfo4(y, x->dtype, (const int64_t[]){x->shape[0], x->shape[1], o[0], o[1]});
     return 0;
@@ -372,7 +361,7 @@ static int infer_avg_pool_bwd(dbr_node *n, char *err, size_t errlen)
     tinfo4(&x, n->in[0].dtype, n->a.i + 8);
     for (int d = 0; d < 4; d++)
         if (x.shape[d] < 0)
-            return fail(ERR, "input shape %s has a negative dim", ss(&x).s);
+            return dbr_errf(ERR, "input shape %s has a negative dim", ss(&x).s);
     if (pool_out(&x, &n->a, &y, ERR) || check_gy(&n->in[0], &y, ERR))
         return -1;
     n->out = x;
@@ -386,9 +375,9 @@ static int check_affine(const dbr_tinfo *x, const dbr_tinfo *p, int64_t len, con
                         char *err, size_t errlen)
 {
     if (p->dtype != x->dtype)
-        return fail(ERR, "dtypes %s and %s differ (input and %s)", dtn(x), dtn(p), what);
+        return dbr_errf(ERR, "dtypes %s and %s differ (input and %s)", dtn(x), dtn(p), what);
     if (p->ndim != 1 || p->shape[0] != len)
-        return fail(ERR, "%s %s must be [%lld] for input %s", what, ss(p).s, (ll)len, ss(x).s);
+        return dbr_errf(ERR, "%s %s must be [%lld] for input %s", what, ss(p).s, (ll)len, ss(x).s);
     return 0;
 }
 
@@ -403,11 +392,11 @@ static int infer_norm(dbr_node *n, char *err, size_t errlen)
     if (need_float(x, "", ERR))
         return -1;
     if (bn && x->ndim < 2)
-        return fail(ERR, "input %s must have at least 2 dims [N,C,...]", ss(x).s);
+        return dbr_errf(ERR, "input %s must have at least 2 dims [N,C,...]", ss(x).s);
     if (!bn && x->ndim < 1)
-        return fail(ERR, "input %s must have at least 1 dim", ss(x).s);
+        return dbr_errf(ERR, "input %s must have at least 1 dim", ss(x).s);
     if (!(n->a.f[0] >= 0))
-        return fail(ERR, "eps %g must be >= 0", n->a.f[0]);
+        return dbr_errf(ERR, "eps %g must be >= 0", n->a.f[0]);
     int64_t len = bn ? x->shape[1] : x->shape[x->ndim - 1];
     int first = 1;
     if (bwd) {
@@ -442,11 +431,11 @@ static int check_ce(const dbr_tinfo *z, const dbr_tinfo *y, char *err, size_t er
     if (need_float(z, "logits", ERR) || need_int(y, "labels", ERR))
         return -1;
     if (z->ndim != 2)
-        return fail(ERR, "logits %s must be 2-D [N,C]", ss(z).s);
+        return dbr_errf(ERR, "logits %s must be 2-D [N,C]", ss(z).s);
     if (z->shape[1] < 1)
-        return fail(ERR, "logits %s have no classes", ss(z).s);
+        return dbr_errf(ERR, "logits %s have no classes", ss(z).s);
     if (y->ndim != 1 || y->shape[0] != z->shape[0])
-        return fail(ERR, "labels %s do not match logits %s (need [%lld])", ss(y).s, ss(z).s,
+        return dbr_errf(ERR, "labels %s do not match logits %s (need [%lld])", ss(y).s, ss(z).s,
                     (ll)z->shape[0]);
     return 0;
 }
@@ -478,7 +467,7 @@ static int gather_shape(const dbr_tinfo *idx, int64_t d, int32_t dtype, dbr_tinf
     if (need_int(idx, "index", ERR))
         return -1;
     if (idx->ndim >= DBR_IR_MAX_DIMS)
-        return fail(ERR, "index %s has %d dims; the result would have more than %d", ss(idx).s,
+        return dbr_errf(ERR, "index %s has %d dims; the result would have more than %d", ss(idx).s,
                     idx->ndim, DBR_IR_MAX_DIMS);
     *out = *idx;
     out->dtype = dtype;
@@ -493,7 +482,7 @@ static int infer_embedding(dbr_node *n, char *err, size_t errlen)
     if (need_float(w, "weight", ERR))
         return -1;
     if (w->ndim != 2)
-        return fail(ERR, "weight %s must be 2-D [V,D]", ss(w).s);
+        return dbr_errf(ERR, "weight %s must be 2-D [V,D]", ss(w).s);
     return gather_shape(&n->in[1], w->shape[1], w->dtype, &n->out, ERR);
 }
 
@@ -505,9 +494,9 @@ static int infer_embedding_bwd(dbr_node *n, char *err, size_t errlen)
     if (need_float(gy, "", ERR))
         return -1;
     if (n->a.i[0] < 1)
-        return fail(ERR, "vocabulary size %lld must be >= 1", (ll)n->a.i[0]);
+        return dbr_errf(ERR, "vocabulary size %lld must be >= 1", (ll)n->a.i[0]);
     if (gy->ndim < 1)
-        return fail(ERR, "gradient %s must have at least 1 dim", ss(gy).s);
+        return dbr_errf(ERR, "gradient %s must have at least 1 dim", ss(gy).s);
     int64_t d = gy->shape[gy->ndim - 1];
     if (gather_shape(&n->in[0], d, gy->dtype, &y, ERR) || check_gy(gy, &y, ERR))
         return -1;
@@ -522,7 +511,7 @@ static int attr_shape(const dbr_node *n, dbr_tinfo *t, char *err, size_t errlen)
 {
     int64_t nd = n->a.i[0];
     if (nd < 0 || nd > DBR_IR_MAX_DIMS)
-        return fail(ERR, "target has %lld dims (at most %d)", (ll)nd, DBR_IR_MAX_DIMS);
+        return dbr_errf(ERR, "target has %lld dims (at most %d)", (ll)nd, DBR_IR_MAX_DIMS);
     memset(t, 0, sizeof *t);
     t->dtype = n->in[0].dtype;
     t->ndim = (int32_t)nd;
@@ -530,7 +519,7 @@ static int attr_shape(const dbr_node *n, dbr_tinfo *t, char *err, size_t errlen)
         t->shape[d] = n->a.i[1 + d];
     for (int d = 0; d < nd; d++)
         if (t->shape[d] < 0)
-            return fail(ERR, "target shape %s has a negative dim", ss(t).s);
+            return dbr_errf(ERR, "target shape %s has a negative dim", ss(t).s);
     return 0;
 }
 
@@ -541,7 +530,7 @@ static int infer_reshape(dbr_node *n, char *err, size_t errlen)
         return -1;
     int64_t a = dbr_tinfo_numel(&n->in[0]), b = dbr_tinfo_numel(&t);
     if (a != b)
-        return fail(ERR, "cannot reshape %s (%lld elements) to %s (%lld elements)", ss(&n->in[0]).s,
+        return dbr_errf(ERR, "cannot reshape %s (%lld elements) to %s (%lld elements)", ss(&n->in[0]).s,
                     (ll)a, ss(&t).s, (ll)b);
     n->out = t;
     return 0;
@@ -554,11 +543,11 @@ static int infer_broadcast_to(dbr_node *n, char *err, size_t errlen)
     if (attr_shape(n, &t, ERR))
         return -1;
     if (x->ndim > t.ndim)
-        return fail(ERR, "cannot broadcast %s to %s (more dims than the target)", ss(x).s, ss(&t).s);
+        return dbr_errf(ERR, "cannot broadcast %s to %s (more dims than the target)", ss(x).s, ss(&t).s);
     for (int d = 1; d <= x->ndim; d++) {
         int64_t s = x->shape[x->ndim - d], u = t.shape[t.ndim - d];
         if (s != 1 && s != u)
-            return fail(ERR, "cannot broadcast %s to %s (dim -%d: %lld vs %lld)", ss(x).s, ss(&t).s,
+            return dbr_errf(ERR, "cannot broadcast %s to %s (dim -%d: %lld vs %lld)", ss(x).s, ss(&t).s,
                         d, (ll)s, (ll)u);
     }
     n->out = t;
@@ -570,7 +559,7 @@ static int infer_permute(dbr_node *n, char *err, size_t errlen)
     const dbr_tinfo *x = &n->in[0];
     bool seen[DBR_IR_MAX_DIMS] = {false};
     if (n->a.i[0] != x->ndim)
-        return fail(ERR, "permutation of %lld axes for shape %s", (ll)n->a.i[0], ss(x).s);
+        return dbr_errf(ERR, "permutation of %lld axes for shape %s", (ll)n->a.i[0], ss(x).s);
     n->out = *x;
     for (int d = 0; d < x->ndim; d++) {
         int64_t p = n->a.i[1 + d];
@@ -579,7 +568,7 @@ static int infer_permute(dbr_node *n, char *err, size_t errlen)
             int at = 0;
             for (int k = 0; k < x->ndim && at < (int)sizeof buf; k++)
                 at += snprintf(buf + at, sizeof buf - (size_t)at, k ? ",%lld" : "%lld", (ll)n->a.i[1 + k]);
-            return fail(ERR, "[%s] is not a permutation of the %d axes of shape %s", buf, x->ndim, ss(x).s);
+            return dbr_errf(ERR, "[%s] is not a permutation of the %d axes of shape %s", buf, x->ndim, ss(x).s);
         }
         seen[p] = true;
         n->out.shape[d] = x->shape[p];
@@ -598,12 +587,12 @@ static int64_t slice_len(const dbr_attrs *a, const dbr_tinfo *x, int64_t len, ch
     else
         snprintf(range, sizeof range, "[%lld:%lld:%lld]", (ll)start, (ll)stop, (ll)step);
     if (step < 1)
-        return fail(ERR, "slice %s of axis %lld has step %lld (needs >= 1)", range, (ll)axis, (ll)step);
+        return dbr_errf(ERR, "slice %s of axis %lld has step %lld (needs >= 1)", range, (ll)axis, (ll)step);
     if (start < 0 || start > stop || stop > len)
-        return fail(ERR, "slice %s out of range for axis %lld (length %lld) of shape %s", range,
+        return dbr_errf(ERR, "slice %s out of range for axis %lld (length %lld) of shape %s", range,
                     (ll)axis, (ll)len, ss(x).s);
     if (start == stop)
-        return fail(ERR, "slice %s of axis %lld (length %lld) is empty", range, (ll)axis, (ll)len);
+        return dbr_errf(ERR, "slice %s of axis %lld (length %lld) is empty", range, (ll)axis, (ll)len);
     return (stop - start + step - 1) / step;
 }
 
@@ -630,7 +619,7 @@ static int infer_slice_bwd(dbr_node *n, char *err, size_t errlen)
     if ((m = slice_len(&n->a, &x, len, ERR)) < 0)
         return -1;
     if (gy->shape[axis] != m)
-        return fail(ERR, "gradient %s has length %lld on axis %lld but the slice has %lld", ss(gy).s,
+        return dbr_errf(ERR, "gradient %s has length %lld on axis %lld but the slice has %lld", ss(gy).s,
                     (ll)gy->shape[axis], (ll)axis, (ll)m);
     n->out = x;
     return 0;
@@ -648,10 +637,10 @@ static int infer_concat(dbr_node *n, char *err, size_t errlen)
         if (same_dtype(x, t, ERR))
             return -1;
         if (t->ndim != x->ndim)
-            return fail(ERR, "shapes %s and %s have different numbers of dims", ss(x).s, ss(t).s);
+            return dbr_errf(ERR, "shapes %s and %s have different numbers of dims", ss(x).s, ss(t).s);
         for (int d = 0; d < x->ndim; d++)
             if (d != axis && t->shape[d] != x->shape[d])
-                return fail(ERR, "shapes %s and %s differ outside axis %lld (dim %d: %lld vs %lld)",
+                return dbr_errf(ERR, "shapes %s and %s differ outside axis %lld (dim %d: %lld vs %lld)",
                             ss(x).s, ss(t).s, (ll)axis, d, (ll)x->shape[d], (ll)t->shape[d]);
         n->out.shape[axis] += t->shape[axis];
     }
@@ -666,7 +655,7 @@ static int infer_dropout(dbr_node *n, char *err, size_t errlen)
     if (need_float(&n->in[0], "", ERR))
         return -1;
     if (!(p >= 0 && p < 1))
-        return fail(ERR, "p %g out of range [0, 1)", p);
+        return dbr_errf(ERR, "p %g out of range [0, 1)", p);
     n->out = n->in[0];
     return 0;
 }
@@ -689,20 +678,20 @@ static int check_inputs(const dbr_node *n, char *err, size_t errlen)
     const dbr_opinfo *oi = &dbr_ops[n->op];
     if (n->n_in < oi->min_in || n->n_in > oi->max_in) {
         if (oi->min_in == oi->max_in)
-            return fail(ERR, "takes %d input%s, got %d", oi->min_in, oi->min_in == 1 ? "" : "s", n->n_in);
-        return fail(ERR, "takes %d to %d inputs, got %d", oi->min_in, oi->max_in, n->n_in);
+            return dbr_errf(ERR, "takes %d input%s, got %d", oi->min_in, oi->min_in == 1 ? "" : "s", n->n_in);
+        return dbr_errf(ERR, "takes %d to %d inputs, got %d", oi->min_in, oi->max_in, n->n_in);
     }
     for (int i = 0; i < n->n_in; i++) {
         const dbr_tinfo *t = &n->in[i];
         if (t->ndim < 0 || t->ndim > DBR_IR_MAX_DIMS)
-            return fail(ERR, "input %d has %d dims (at most %d)", i, t->ndim, DBR_IR_MAX_DIMS);
+            return dbr_errf(ERR, "input %d has %d dims (at most %d)", i, t->ndim, DBR_IR_MAX_DIMS);
         for (int d = 0; d < t->ndim; d++)
             if (t->shape[d] < 0)
-                return fail(ERR, "shape %s has a negative dim", ss(t).s);
+                return dbr_errf(ERR, "shape %s has a negative dim", ss(t).s);
         if (t->dtype < 0 || t->dtype >= DT_COUNT)
-            return fail(ERR, "input %d has an unknown dtype %d", i, t->dtype);
+            return dbr_errf(ERR, "input %d has an unknown dtype %d", i, t->dtype);
         if (t->dtype == DT_F16 || t->dtype == DT_BF16)
-            return fail(ERR, "dtype %s has no kernels yet", dtn(t));
+            return dbr_errf(ERR, "dtype %s has no kernels yet", dtn(t));
     }
     return 0;
 }
@@ -710,7 +699,7 @@ static int check_inputs(const dbr_node *n, char *err, size_t errlen)
 int dbr_infer(dbr_node *n, char *err, size_t errlen)
 {
     if ((unsigned)n->op >= DBR_OP_COUNT)
-        return fail(ERR, "unknown op %d", (int)n->op);
+        return dbr_errf(ERR, "unknown op %d", (int)n->op);
     if (check_inputs(n, ERR))
         return -1;
     memset(&n->out, 0, sizeof n->out);
@@ -755,5 +744,5 @@ int dbr_infer(dbr_node *n, char *err, size_t errlen)
         return infer_update(n, ERR);
     case DBR_OP_COUNT:             break;
     }
-    return fail(ERR, "unknown op %d", (int)n->op);
+    return dbr_errf(ERR, "unknown op %d", (int)n->op);
 }

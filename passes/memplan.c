@@ -10,16 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 int64_t dbr_value_arena_bytes(const dbr_graph *g, int32_t v) {
     const dbr_value *val = &g->vals[v];
@@ -56,7 +46,7 @@ int dbr_liveness_build(const dbr_graph *g, const int32_t *order, dbr_liveness *l
     lv->last = malloc(nv * sizeof *lv->last);
     if (!lv->def || !lv->last) {
         dbr_liveness_free(lv);
-        return fail(err, errlen, "out of memory");
+        return dbr_errf(err, errlen, "out of memory");
     }
     for (int32_t v = 0; v < g->n_vals; v++)
         lv->def[v] = lv->last[v] = -1;
@@ -357,7 +347,7 @@ int dbr_memplan_build_with(const dbr_graph *g, const int32_t *order, dbr_memplan
     memset(mp, 0, sizeof *mp);
     if (strategy != DBR_MEMPLAN_BEST && strategy != DBR_MEMPLAN_WALK &&
         strategy != DBR_MEMPLAN_BY_SIZE)
-        return fail(err, errlen, "unknown memplan strategy %d", (int)strategy);
+        return dbr_errf(err, errlen, "unknown memplan strategy %d", (int)strategy);
     dbr_liveness lv;
     if (dbr_liveness_build(g, order, &lv, err, errlen))
         return -1;
@@ -369,13 +359,13 @@ int dbr_memplan_build_with(const dbr_graph *g, const int32_t *order, dbr_memplan
     mp->inplace_of = malloc(((size_t)V + 1) * sizeof *mp->inplace_of);
     int rc = 0;
     if (!size || !delta || !mp->offset || !mp->inplace_of) {
-        rc = fail(err, errlen, "out of memory");
+        rc = dbr_errf(err, errlen, "out of memory");
         goto out;
     }
     for (int32_t v = 0; v < V; v++) {
         size[v] = dbr_value_arena_bytes(g, v);
         if (size[v] < 0) {
-            rc = fail(err, errlen, "value %d: size overflows", (int)v);
+            rc = dbr_errf(err, errlen, "value %d: size overflows", (int)v);
             goto out;
         }
         mp->offset[v] = -1;
@@ -406,21 +396,21 @@ int dbr_memplan_build_with(const dbr_graph *g, const int32_t *order, dbr_memplan
     int64_t walk = -1, by_size = -1;
     if (strategy != DBR_MEMPLAN_BY_SIZE &&
         (walk = place_walk(g, order, &lv, size, mp->inplace_of, mp->offset)) < 0) {
-        rc = fail(err, errlen, "out of memory");
+        rc = dbr_errf(err, errlen, "out of memory");
         goto out;
     }
     if (strategy != DBR_MEMPLAN_WALK) {
         int64_t *off = mp->offset;
         if (strategy == DBR_MEMPLAN_BEST) {
             if (!(other = malloc(((size_t)V + 1) * sizeof *other))) {
-                rc = fail(err, errlen, "out of memory");
+                rc = dbr_errf(err, errlen, "out of memory");
                 goto out;
             }
             memcpy(other, mp->offset, (size_t)V * sizeof *other); /* leaves' -1 */
             off = other;
         }
         if ((by_size = place_by_size(g, order, &lv, size, mp->inplace_of, off)) < 0) {
-            rc = fail(err, errlen, "out of memory");
+            rc = dbr_errf(err, errlen, "out of memory");
             goto out;
         }
     }
@@ -453,7 +443,7 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
     if (dbr_schedule_check(g, order, err, errlen))
         return -1;
     if (!mp || (g->n_vals > 0 && (!mp->offset || !mp->inplace_of)))
-        return fail(err, errlen, "no plan");
+        return dbr_errf(err, errlen, "no plan");
     int32_t N = g->n_nodes, V = g->n_vals;
     /* Liveness again, from the definition rather than dbr_liveness_build. */
     int32_t *def = malloc(((size_t)V + 1) * sizeof *def);
@@ -462,7 +452,7 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
     int64_t *size = malloc(((size_t)V + 1) * sizeof *size);
     int rc = 0;
     if (!def || !last || !active || !size) {
-        rc = fail(err, errlen, "out of memory");
+        rc = dbr_errf(err, errlen, "out of memory");
         goto out;
     }
     for (int32_t v = 0; v < V; v++)
@@ -485,14 +475,14 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
             last[v] = N;
         if (val->kind != DBR_V_INTER) {
             if (off != -1 || u != -1)
-                rc = fail(err, errlen, "leaf %%%d has offset %lld / in place of %d, not -1", (int)v,
+                rc = dbr_errf(err, errlen, "leaf %%%d has offset %lld / in place of %d, not -1", (int)v,
                           (long long)off, (int)u);
             continue;
         }
         if (sz < 0)
-            rc = fail(err, errlen, "%%%d: size overflows", (int)v);
+            rc = dbr_errf(err, errlen, "%%%d: size overflows", (int)v);
         else if (off < 0 || off % DBR_ARENA_ALIGN != 0 || off > mp->arena_bytes - sz)
-            rc = fail(err, errlen,
+            rc = dbr_errf(err, errlen,
                       "%%%d: buffer [%lld, %lld) is unaligned or outside the arena [0, %lld)",
                       (int)v, (long long)off, (long long)(off + sz), (long long)mp->arena_bytes);
         if (rc || u == -1)
@@ -503,10 +493,10 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
         for (int i = 0; i < nd->n_in && !ok; i++)
             ok = nd->in[i] == u && dbr_op_inplace_ok(g, nd, i);
         if (!ok)
-            rc = fail(err, errlen, "%%%d = %s(...) may not reuse the buffer of %%%d in place", (int)v,
+            rc = dbr_errf(err, errlen, "%%%d = %s(...) may not reuse the buffer of %%%d in place", (int)v,
                       dbr_ops[nd->op].name, (int)u);
         else if (mp->offset[u] != off)
-            rc = fail(err, errlen, "%%%d is in place of %%%d but at offset %lld, not %lld", (int)v,
+            rc = dbr_errf(err, errlen, "%%%d is in place of %%%d but at offset %lld, not %lld", (int)v,
                       (int)u, (long long)off, (long long)mp->offset[u]);
     }
     /* In-place pairs, once every last position is final: the reused input
@@ -514,12 +504,12 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
     for (int32_t v = 0; v < V && !rc; v++) {
         int32_t u = mp->inplace_of[v];
         if (u >= 0 && last[u] != def[v])
-            rc = fail(err, errlen,
+            rc = dbr_errf(err, errlen,
                       "%%%d reuses %%%d in place at position %d, but %%%d is live until %d", (int)v,
                       (int)u, (int)def[v], (int)u, (int)last[u]);
     }
     if (!rc && n_inplace != mp->n_inplace)
-        rc = fail(err, errlen, "n_inplace is %d, but %d values are in place", (int)mp->n_inplace,
+        rc = dbr_errf(err, errlen, "n_inplace is %d, but %d values are in place", (int)mp->n_inplace,
                   (int)n_inplace);
     /* Sweep the order: the value born at p against every value still live. */
     int32_t n_active = 0;
@@ -537,7 +527,7 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
             active[keep++] = w;
             int64_t woff = mp->offset[w], wsz = size[w];
             if (off < woff + wsz && woff < off + sz && mp->inplace_of[v] != w && !rc)
-                rc = fail(err, errlen,
+                rc = dbr_errf(err, errlen,
                           "%%%d [%lld, %lld) and %%%d [%lld, %lld) overlap while both are live at "
                           "position %d",
                           (int)v, (long long)off, (long long)(off + sz), (int)w, (long long)woff,
@@ -551,10 +541,10 @@ int dbr_memplan_check(const dbr_graph *g, const int32_t *order, const dbr_mempla
             lower = here;
     }
     if (!rc && lower != mp->lower_bound)
-        rc = fail(err, errlen, "lower_bound is %lld, but the live bytes peak at %lld",
+        rc = dbr_errf(err, errlen, "lower_bound is %lld, but the live bytes peak at %lld",
                   (long long)mp->lower_bound, (long long)lower);
     if (!rc && mp->arena_bytes < lower)
-        rc = fail(err, errlen, "arena of %lld bytes is below the lower bound %lld",
+        rc = dbr_errf(err, errlen, "arena of %lld bytes is below the lower bound %lld",
                   (long long)mp->arena_bytes, (long long)lower);
 out:
     free(def);

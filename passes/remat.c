@@ -8,7 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-#define fail dbr_remat_fail
 
 static double now_ms(void) {
     struct timespec ts;
@@ -55,7 +54,7 @@ static int plan_none(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_pl
                      int64_t *minpeak, char *err, size_t errlen) {
     int32_t *seg = calloc((size_t)g->n + 1, sizeof(int32_t));
     if (!seg)
-        return fail(err, errlen, "remat: out of memory");
+        return dbr_errf(err, errlen, "remat: out of memory");
     int rc = seg_plan(g, seg, 1, best, budget, mem, minpeak, err, errlen);
     free(seg);
     return rc;
@@ -69,7 +68,7 @@ static int plan_chen(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_pl
     int32_t n = g->n;
     int32_t *seg = malloc(((size_t)n + 1) * sizeof(int32_t));
     if (!seg)
-        return fail(err, errlen, "remat: out of memory");
+        return dbr_errf(err, errlen, "remat: out of memory");
     int32_t k = (int32_t)ceil(sqrt((double)n));
     if (k < 1)
         k = 1;
@@ -160,7 +159,7 @@ static int plan_dp(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_plan
 static int plan_ilp(const dbr_rgraph *g, int64_t budget, bool mem, double tlim, dbr_remat_plan *best,
                     int64_t *minpeak, char *err, size_t errlen) {
     if (mem)
-        return fail(err, errlen, "remat ilp: memory-centric planning is not supported (give a budget)");
+        return dbr_errf(err, errlen, "remat ilp: memory-centric planning is not supported (give a budget)");
     dbr_remat_ilp_opts o = {.budget = budget, .time_limit_s = tlim};
     dbr_remat_ilp_result r;
     if (dbr_remat_ilp(g, &o, &r, err, errlen))
@@ -194,9 +193,9 @@ int dbr_remat_plan_build(const dbr_rgraph *g, dbr_remat_strategy s, int64_t budg
     if (dbr_rg_validate(g, err, errlen))
         return -1;
     if ((unsigned)s >= DBR_REMAT_N_STRATEGIES)
-        return fail(err, errlen, "remat: unknown strategy %d", (int)s);
+        return dbr_errf(err, errlen, "remat: unknown strategy %d", (int)s);
     if (budget < 0)
-        return fail(err, errlen, "remat: negative budget");
+        return dbr_errf(err, errlen, "remat: negative budget");
     double t0 = now_ms();
     int64_t minpeak = 0;
     dbr_remat_plan best = {0};

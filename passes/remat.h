@@ -5,6 +5,8 @@
 #ifndef DBR_PASSES_REMAT_H
 #define DBR_PASSES_REMAT_H
 
+#include "ir/ir.h" /* dbr_errf */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -238,6 +240,5 @@ static inline bool dbr_rg_bwd_reads_input(const dbr_rgraph *g, int32_t c, int32_
     return k >= 31 || (g->retain[c] >> k) & 1u;
 }
 int dbr_rg_validate(const dbr_rgraph *g, char *err, size_t errlen);
-int dbr_remat_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

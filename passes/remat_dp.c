@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define fail dbr_remat_fail
 
 typedef uint64_t word;
 
@@ -240,10 +239,10 @@ int dbr_remat_dp_cost(const dbr_rgraph *g, const int32_t *seg_of, int32_t n_seg,
         return -1;
     for (int32_t i = 0; i < g->n; i++) {
         if (seg_of[i] < 0 || seg_of[i] >= n_seg)
-            return fail(err, errlen, "remat dp: segment out of range");
+            return dbr_errf(err, errlen, "remat dp: segment out of range");
         for (int32_t k = g->in_first[i]; k < g->in_first[i + 1]; k++)
             if (g->ins[k] >= 0 && seg_of[g->ins[k]] > seg_of[i])
-                return fail(err, errlen, "remat dp: segments are not lower sets");
+                return dbr_errf(err, errlen, "remat dp: segments are not lower sets");
     }
     ctx c;
     int32_t W = (g->n + 63) / 64 + 1;
@@ -251,7 +250,7 @@ int dbr_remat_dp_cost(const dbr_rgraph *g, const int32_t *seg_of, int32_t n_seg,
     if (!a || !b || ctx_init(&c, g)) {
         free(a);
         free(b);
-        return fail(err, errlen, "remat: out of memory");
+        return dbr_errf(err, errlen, "remat: out of memory");
     }
     double t = 0;
     int64_t K = 0, P = 0;
@@ -382,7 +381,7 @@ dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_o
         return NULL;
     dbr_remat_dp_ctx *d = calloc(1, sizeof *d);
     if (!d) {
-        fail(err, errlen, "remat: out of memory");
+        dbr_errf(err, errlen, "remat: out of memory");
         return NULL;
     }
     d->g = g;
@@ -426,7 +425,7 @@ dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_o
     d->efirst[f->F] = d->ne;
     return d;
 oom:
-    fail(err, errlen, "remat: out of memory");
+    dbr_errf(err, errlen, "remat: out of memory");
     dbr_remat_dp_ctx_free(d);
     return NULL;
 }
@@ -501,7 +500,7 @@ int dbr_remat_dp_solve(dbr_remat_dp_ctx *d, const dbr_remat_dp_opts *o, dbr_rema
     rc = 0;
     goto out;
 oom:
-    fail(err, errlen, "remat: out of memory");
+    dbr_errf(err, errlen, "remat: out of memory");
 out:
     if (fr)
         for (int32_t s = 0; s < f->F; s++)
@@ -521,7 +520,7 @@ int dbr_remat_dp(const dbr_rgraph *g, const dbr_remat_dp_opts *o, dbr_remat_dp_r
     if (g->n == 0) {
         r->found = r->exact = true;
         r->seg_of = malloc(sizeof(int32_t));
-        return r->seg_of ? 0 : fail(err, errlen, "remat: out of memory");
+        return r->seg_of ? 0 : dbr_errf(err, errlen, "remat: out of memory");
     }
     dbr_remat_dp_ctx *d = dbr_remat_dp_prepare(g, o, err, errlen);
     if (!d)
@@ -547,15 +546,15 @@ int dbr_remat_ilp_chain(const dbr_rgraph *g, const dbr_remat_dp_opts *o, dbr_rem
 #ifndef DBR_HAVE_GLPK
     (void)g;
     (void)o;
-    return fail(err, errlen, "remat ilp: built without GLPK");
+    return dbr_errf(err, errlen, "remat ilp: built without GLPK");
 #else
     if (dbr_rg_validate(g, err, errlen))
         return -1;
     if (o->memory_centric)
-        return fail(err, errlen, "remat ilp: the chain MILP is time-centric");
+        return dbr_errf(err, errlen, "remat ilp: the chain MILP is time-centric");
     int32_t n = g->n;
     if (n == 0)
-        return fail(err, errlen, "remat ilp: empty graph");
+        return dbr_errf(err, errlen, "remat ilp: empty graph");
     dbr_remat_dp_ctx *d = dbr_remat_dp_prepare(g, o, err, errlen);
     if (!d)
         return -1;
@@ -638,7 +637,7 @@ int dbr_remat_ilp_chain(const dbr_rgraph *g, const dbr_remat_dp_opts *o, dbr_rem
             while (e < ne && !(ea[e] == at && glp_mip_col_val(lp, e + 1) > 0.5))
                 e++;
             if (e == ne) {
-                fail(err, errlen, "remat ilp: the solution is not a path");
+                dbr_errf(err, errlen, "remat ilp: the solution is not a path");
                 goto out;
             }
             for (int32_t v = 0; v < n; v++)
@@ -652,13 +651,13 @@ int dbr_remat_ilp_chain(const dbr_rgraph *g, const dbr_remat_dp_opts *o, dbr_rem
         if (dbr_remat_dp_cost(g, r->seg_of, r->n_seg, &r->overhead, &r->model_peak, err, errlen))
             goto out;
     } else if (st != 0 && st != GLP_ENOPFS && st != GLP_ENODFS) {
-        fail(err, errlen, "remat ilp: glp_intopt failed (%d)", st);
+        dbr_errf(err, errlen, "remat ilp: glp_intopt failed (%d)", st);
         goto out;
     }
     rc = 0;
     goto out;
 oom:
-    fail(err, errlen, "remat: out of memory");
+    dbr_errf(err, errlen, "remat: out of memory");
 out:
     if (lp)
         glp_delete_prob(lp);

@@ -11,7 +11,6 @@
 #include <glpk.h>
 #endif
 
-#define fail dbr_remat_fail
 
 void dbr_remat_ilp_result_free(dbr_remat_ilp_result *r) {
     if (r) {
@@ -63,15 +62,15 @@ int dbr_remat_ilp(const dbr_rgraph *g, const dbr_remat_ilp_opts *o, dbr_remat_il
 #ifndef DBR_HAVE_GLPK
     (void)g;
     (void)o;
-    return fail(err, errlen, "remat ilp: built without GLPK");
+    return dbr_errf(err, errlen, "remat ilp: built without GLPK");
 #else
     if (dbr_rg_validate(g, err, errlen))
         return -1;
     int32_t n = g->n, maxn = o->max_nodes > 0 ? o->max_nodes : 64;
     if (n > maxn)
-        return fail(err, errlen, "remat ilp: %d nodes, more than the MILP takes (%d)", (int)n, (int)maxn);
+        return dbr_errf(err, errlen, "remat ilp: %d nodes, more than the MILP takes (%d)", (int)n, (int)maxn);
     if (n == 0)
-        return fail(err, errlen, "remat ilp: empty graph");
+        return dbr_errf(err, errlen, "remat ilp: empty graph");
     int32_t T = 2 * n;
     int rc = -1;
     int *colS = calloc((size_t)T * n, sizeof(int)), *colR = calloc((size_t)T * n, sizeof(int));
@@ -228,13 +227,13 @@ int dbr_remat_ilp(const dbr_rgraph *g, const dbr_remat_ilp_opts *o, dbr_remat_il
         r->n_ev = E;
         r->model_peak = peak;
     } else if (st != 0 && st != GLP_ENOPFS && st != GLP_ENODFS && st != GLP_ETMLIM) {
-        fail(err, errlen, "remat ilp: glp_intopt failed (%d)", st);
+        dbr_errf(err, errlen, "remat ilp: glp_intopt failed (%d)", st);
         goto out;
     }
     rc = 0;
     goto out;
 oom:
-    fail(err, errlen, "remat: out of memory");
+    dbr_errf(err, errlen, "remat: out of memory");
 out:
     if (lp)
         glp_delete_prob(lp);

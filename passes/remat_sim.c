@@ -8,16 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int dbr_remat_fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-#define fail dbr_remat_fail
 
 const char *dbr_remat_strategy_name(dbr_remat_strategy s) {
     static const char *names[] = {"none", "chen", "dp", "ilp", "auto"};
@@ -33,29 +23,29 @@ static const char *nid(const dbr_rgraph *g, int32_t i, char *buf, size_t len) {
 
 int dbr_rg_validate(const dbr_rgraph *g, char *err, size_t errlen) {
     if (!g || g->n < 0 || g->n_leaves < 0)
-        return fail(err, errlen, "remat: no graph");
+        return dbr_errf(err, errlen, "remat: no graph");
     if (g->n == 0)
         return 0;
     if (!g->bytes || !g->time || !g->in_first || !g->retain || (g->n_leaves && !g->leaf_bytes))
-        return fail(err, errlen, "remat: graph arrays missing");
+        return dbr_errf(err, errlen, "remat: graph arrays missing");
     if (g->in_first[0] != 0)
-        return fail(err, errlen, "remat: in_first[0] must be 0");
+        return dbr_errf(err, errlen, "remat: in_first[0] must be 0");
     char b[32];
     for (int32_t i = 0; i < g->n; i++) {
         if (g->bytes[i] < 0 || !(g->time[i] >= 0))
-            return fail(err, errlen, "remat: node %s: negative bytes or time", nid(g, i, b, sizeof b));
+            return dbr_errf(err, errlen, "remat: node %s: negative bytes or time", nid(g, i, b, sizeof b));
         if (g->in_first[i + 1] < g->in_first[i])
-            return fail(err, errlen, "remat: node %s: in_first decreases", nid(g, i, b, sizeof b));
+            return dbr_errf(err, errlen, "remat: node %s: in_first decreases", nid(g, i, b, sizeof b));
         for (int32_t k = g->in_first[i]; k < g->in_first[i + 1]; k++) {
             int32_t j = g->ins[k];
             if (j >= i || (j < 0 && -1 - j >= g->n_leaves))
-                return fail(err, errlen, "remat: node %s: input %d is not an earlier node or a leaf",
+                return dbr_errf(err, errlen, "remat: node %s: input %d is not an earlier node or a leaf",
                             nid(g, i, b, sizeof b), (int)(k - g->in_first[i]));
         }
     }
     for (int32_t l = 0; l < g->n_leaves; l++)
         if (g->leaf_bytes[l] < 0)
-            return fail(err, errlen, "remat: leaf %d: negative bytes", (int)l);
+            return dbr_errf(err, errlen, "remat: leaf %d: negative bytes", (int)l);
     return 0;
 }
 
@@ -138,14 +128,14 @@ static int check_segments(const dbr_rgraph *g, const int32_t *seg, int32_t n_seg
                           size_t errlen) {
     char b[32];
     if (n_seg < 1 && g->n > 0)
-        return fail(err, errlen, "remat: a segment plan needs at least one segment");
+        return dbr_errf(err, errlen, "remat: a segment plan needs at least one segment");
     for (int32_t i = 0; i < g->n; i++) {
         if (seg[i] < 0 || seg[i] >= n_seg)
-            return fail(err, errlen, "remat: node %s: segment %d out of range", nid(g, i, b, sizeof b),
+            return dbr_errf(err, errlen, "remat: node %s: segment %d out of range", nid(g, i, b, sizeof b),
                         (int)seg[i]);
         for (int32_t k = g->in_first[i]; k < g->in_first[i + 1]; k++)
             if (g->ins[k] >= 0 && seg[g->ins[k]] > seg[i])
-                return fail(err, errlen, "remat: node %s: an input is in a later segment (not a lower set)",
+                return dbr_errf(err, errlen, "remat: node %s: an input is in a later segment (not a lower set)",
                             nid(g, i, b, sizeof b));
     }
     return 0;
@@ -158,13 +148,13 @@ int dbr_remat_plan_events(const dbr_rgraph *g, const dbr_remat_plan *p, dbr_rema
     if (p->ev) {
         *evp = malloc(((size_t)p->n_ev + 1) * sizeof **evp);
         if (!*evp)
-            return fail(err, errlen, "remat: out of memory");
+            return dbr_errf(err, errlen, "remat: out of memory");
         memcpy(*evp, p->ev, (size_t)p->n_ev * sizeof **evp);
         *n_evp = p->n_ev;
         return 0;
     }
     if (!p->seg_of || p->n != g->n)
-        return fail(err, errlen, "remat: plan has neither segments nor events for this graph");
+        return dbr_errf(err, errlen, "remat: plan has neither segments nor events for this graph");
     if (check_segments(g, p->seg_of, p->n_seg, err, errlen))
         return -1;
     int32_t n = g->n;
@@ -175,7 +165,7 @@ int dbr_remat_plan_events(const dbr_rgraph *g, const dbr_remat_plan *p, dbr_rema
         free(keep);
         free(rec);
         free(ev);
-        return fail(err, errlen, "remat: out of memory");
+        return dbr_errf(err, errlen, "remat: out of memory");
     }
     segment_flags(g, &a, p->seg_of, p->n_seg, keep, rec);
     int32_t m = 0;
@@ -218,7 +208,7 @@ int dbr_remat_simulate_events(const dbr_rgraph *g, const dbr_remat_event *ev, in
     int rc = -1;
     if (!alloc || !freeb || !leafal || !lastread || !cur || !pend || !gl || !done || !lg ||
         (out && !live)) {
-        fail(err, errlen, "remat: out of memory");
+        dbr_errf(err, errlen, "remat: out of memory");
         goto out;
     }
     for (int32_t i = 0; i < n; i++)
@@ -231,7 +221,7 @@ int dbr_remat_simulate_events(const dbr_rgraph *g, const dbr_remat_event *ev, in
         lastread[e] = -1;
         int32_t v = ev[e].node;
         if (v < 0 || v >= n || ev[e].kind < DBR_REV_FWD || ev[e].kind > DBR_REV_BWD) {
-            fail(err, errlen, "remat: event %d: bad node or kind", (int)e);
+            dbr_errf(err, errlen, "remat: event %d: bad node or kind", (int)e);
             goto out;
         }
         if (ev[e].kind != DBR_REV_BWD) {
@@ -240,7 +230,7 @@ int dbr_remat_simulate_events(const dbr_rgraph *g, const dbr_remat_event *ev, in
                 if (j < 0)
                     continue;
                 if (cur[j] < 0) {
-                    fail(err, errlen, "remat: event %d: node %s reads %s before it is computed", (int)e,
+                    dbr_errf(err, errlen, "remat: event %d: node %s reads %s before it is computed", (int)e,
                          nid(g, v, b, sizeof b), g->id ? g->id[j] : "an input");
                     goto out;
                 }
@@ -253,14 +243,14 @@ int dbr_remat_simulate_events(const dbr_rgraph *g, const dbr_remat_event *ev, in
             continue;
         }
         if (done[v] || pend[v]) {
-            fail(err, errlen, "remat: event %d: gradient node of %s %s", (int)e, nid(g, v, b, sizeof b),
+            dbr_errf(err, errlen, "remat: event %d: gradient node of %s %s", (int)e, nid(g, v, b, sizeof b),
                  done[v] ? "runs twice" : "runs before its consumers' gradient nodes");
             goto out;
         }
         done[v] = true;
         if (g->retain[v] & DBR_RG_RETAIN_OUT) {
             if (cur[v] < 0) {
-                fail(err, errlen, "remat: event %d: gradient node of %s reads its output, never computed",
+                dbr_errf(err, errlen, "remat: event %d: gradient node of %s reads its output, never computed",
                      (int)e, nid(g, v, b, sizeof b));
                 goto out;
             }
@@ -288,7 +278,7 @@ int dbr_remat_simulate_events(const dbr_rgraph *g, const dbr_remat_event *ev, in
             }
             if (dbr_rg_bwd_reads_input(g, v, k - g->in_first[v])) {
                 if (cur[j] < 0) {
-                    fail(err, errlen, "remat: event %d: gradient node of %s reads an input never computed",
+                    dbr_errf(err, errlen, "remat: event %d: gradient node of %s reads an input never computed",
                          (int)e, nid(g, v, b, sizeof b));
                     goto out;
                 }
@@ -298,7 +288,7 @@ int dbr_remat_simulate_events(const dbr_rgraph *g, const dbr_remat_event *ev, in
     }
     for (int32_t i = 0; i < n; i++)
         if (!done[i]) {
-            fail(err, errlen, "remat: gradient node of %s never runs", nid(g, i, b, sizeof b));
+            dbr_errf(err, errlen, "remat: gradient node of %s never runs", nid(g, i, b, sizeof b));
             goto out;
         }
     for (int32_t e = 0; e < E; e++)
@@ -324,7 +314,7 @@ int dbr_remat_simulate_events(const dbr_rgraph *g, const dbr_remat_event *ev, in
         memset(out, 0, sizeof *out);
         out->ev = malloc(((size_t)E + 1) * sizeof *out->ev);
         if (!out->ev) {
-            fail(err, errlen, "remat: out of memory");
+            dbr_errf(err, errlen, "remat: out of memory");
             goto out;
         }
         memcpy(out->ev, ev, (size_t)E * sizeof *ev);
@@ -410,7 +400,7 @@ int dbr_remat_check(const dbr_rgraph *g, const dbr_remat_event *ev, int32_t E, i
     if (!fwd_at || !bwd_at) {
         free(fwd_at);
         free(bwd_at);
-        return fail(err, errlen, "remat: out of memory");
+        return dbr_errf(err, errlen, "remat: out of memory");
     }
     int rc = -1;
     for (int32_t i = 0; i < n; i++)
@@ -419,24 +409,24 @@ int dbr_remat_check(const dbr_rgraph *g, const dbr_remat_event *ev, int32_t E, i
     for (int32_t e = 0; e < E; e++) {
         int32_t v = ev[e].node;
         if (v < 0 || v >= n) {
-            fail(err, errlen, "remat check: event %d: node out of range", (int)e);
+            dbr_errf(err, errlen, "remat check: event %d: node out of range", (int)e);
             goto out;
         }
         if (ev[e].kind == DBR_REV_FWD) {
             if (fwd_at[v] >= 0 || e > first_bwd) {
-                fail(err, errlen, "remat check: event %d: forward of %s %s", (int)e, nid(g, v, b, sizeof b),
+                dbr_errf(err, errlen, "remat check: event %d: forward of %s %s", (int)e, nid(g, v, b, sizeof b),
                      fwd_at[v] >= 0 ? "twice" : "after backward began");
                 goto out;
             }
             fwd_at[v] = e;
         } else if (ev[e].kind == DBR_REV_BWD) {
             if (bwd_at[v] >= 0) {
-                fail(err, errlen, "remat check: gradient node of %s runs twice", nid(g, v, b, sizeof b));
+                dbr_errf(err, errlen, "remat check: gradient node of %s runs twice", nid(g, v, b, sizeof b));
                 goto out;
             }
             for (int32_t c = v + 1; c < n; c++)
                 if (consumes(g, c, v) && (bwd_at[c] < 0)) {
-                    fail(err, errlen, "remat check: event %d: gradient of %s read before %s's gradient node ran",
+                    dbr_errf(err, errlen, "remat check: event %d: gradient of %s read before %s's gradient node ran",
                          (int)e, nid(g, v, b, sizeof b), g->id ? g->id[c] : "a consumer");
                     goto out;
                 }
@@ -445,12 +435,12 @@ int dbr_remat_check(const dbr_rgraph *g, const dbr_remat_event *ev, int32_t E, i
                 first_bwd = e;
         } else if (ev[e].kind == DBR_REV_RECOMP) {
             if (fwd_at[v] < 0) {
-                fail(err, errlen, "remat check: event %d: %s recomputed before it was computed", (int)e,
+                dbr_errf(err, errlen, "remat check: event %d: %s recomputed before it was computed", (int)e,
                      nid(g, v, b, sizeof b));
                 goto out;
             }
         } else {
-            fail(err, errlen, "remat check: event %d: bad kind", (int)e);
+            dbr_errf(err, errlen, "remat check: event %d: bad kind", (int)e);
             goto out;
         }
         /* presence: each value read has a copy computed earlier; under the
@@ -464,7 +454,7 @@ int dbr_remat_check(const dbr_rgraph *g, const dbr_remat_event *ev, int32_t E, i
             for (int32_t f = e - 1; f >= 0 && !have; f--)
                 have = ev[f].node == j && ev[f].kind != DBR_REV_BWD;
             if (!have) {
-                fail(err, errlen, "remat check: event %d: %s is not present when read", (int)e,
+                dbr_errf(err, errlen, "remat check: event %d: %s is not present when read", (int)e,
                      nid(g, j, b, sizeof b));
                 goto out;
             }
@@ -472,7 +462,7 @@ int dbr_remat_check(const dbr_rgraph *g, const dbr_remat_event *ev, int32_t E, i
     }
     for (int32_t i = 0; i < n; i++)
         if (fwd_at[i] < 0 || bwd_at[i] < 0) {
-            fail(err, errlen, "remat check: %s never %s", nid(g, i, b, sizeof b),
+            dbr_errf(err, errlen, "remat check: %s never %s", nid(g, i, b, sizeof b),
                  fwd_at[i] < 0 ? "computed in forward" : "differentiated");
             goto out;
         }
@@ -532,7 +522,7 @@ static int finish_plan(const dbr_rgraph *g, dbr_remat_plan *p, char *err, size_t
     if (!p->keep || !p->recomputed) {
         free(ev);
         dbr_remat_trace_free(&t);
-        return fail(err, errlen, "remat: out of memory");
+        return dbr_errf(err, errlen, "remat: out of memory");
     }
     /* kept: the forward copy is read by a backward-phase event */
     int32_t *last_fwd_copy = malloc(((size_t)n + 1) * sizeof(int32_t));
@@ -584,7 +574,7 @@ int dbr_remat_plan_from_segments(const dbr_rgraph *g, const int32_t *seg_of, int
     out->n_seg = n_seg;
     out->seg_of = malloc(((size_t)g->n + 1) * sizeof(int32_t));
     if (!out->seg_of)
-        return fail(err, errlen, "remat: out of memory");
+        return dbr_errf(err, errlen, "remat: out of memory");
     memcpy(out->seg_of, seg_of, (size_t)g->n * sizeof(int32_t));
     if (finish_plan(g, out, err, errlen)) {
         dbr_remat_plan_free(out);
@@ -602,7 +592,7 @@ int dbr_remat_plan_from_events(const dbr_rgraph *g, const dbr_remat_event *ev, i
     out->n_ev = n_ev;
     out->ev = malloc(((size_t)n_ev + 1) * sizeof *ev);
     if (!out->ev)
-        return fail(err, errlen, "remat: out of memory");
+        return dbr_errf(err, errlen, "remat: out of memory");
     memcpy(out->ev, ev, (size_t)n_ev * sizeof *ev);
     if (finish_plan(g, out, err, errlen)) {
         dbr_remat_plan_free(out);

@@ -8,41 +8,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* The structure the schedulers rely on: ids in range, each node's output an
  * INTER value that names it as producer, and the other way round. */
 static int check_graph(const dbr_graph *g, char *err, size_t errlen) {
     if (!g || g->n_nodes < 0 || g->n_vals < 0)
-        return fail(err, errlen, "no graph");
+        return dbr_errf(err, errlen, "no graph");
     for (int32_t k = 0; k < g->n_nodes; k++) {
         const dbr_inode *nd = &g->nodes[k];
         const char *op = nd->op < DBR_OP_COUNT ? dbr_ops[nd->op].name : "?";
         if (nd->n_in < 0 || nd->n_in > DBR_MAX_SRC)
-            return fail(err, errlen, "node %d (%s): %d inputs", (int)k, op, (int)nd->n_in);
+            return dbr_errf(err, errlen, "node %d (%s): %d inputs", (int)k, op, (int)nd->n_in);
         for (int i = 0; i < nd->n_in; i++)
             if (nd->in[i] < 0 || nd->in[i] >= g->n_vals)
-                return fail(err, errlen, "node %d (%s): input %d is %d, not a value id", (int)k, op,
+                return dbr_errf(err, errlen, "node %d (%s): input %d is %d, not a value id", (int)k, op,
                             i, (int)nd->in[i]);
         if (nd->out < 0 || nd->out >= g->n_vals || g->vals[nd->out].kind != DBR_V_INTER ||
             g->vals[nd->out].producer != k)
-            return fail(err, errlen, "node %d (%s): output %d is not an intermediate it produces",
+            return dbr_errf(err, errlen, "node %d (%s): output %d is not an intermediate it produces",
                         (int)k, op, (int)nd->out);
     }
     for (int32_t v = 0; v < g->n_vals; v++) {
         const dbr_value *val = &g->vals[v];
         if (val->kind == DBR_V_INTER &&
             (val->producer < 0 || val->producer >= g->n_nodes || g->nodes[val->producer].out != v))
-            return fail(err, errlen, "value %d: intermediate without a node that produces it",
+            return dbr_errf(err, errlen, "value %d: intermediate without a node that produces it",
                         (int)v);
     }
     return 0;
@@ -52,19 +42,19 @@ int dbr_schedule_check(const dbr_graph *g, const int32_t *order, char *err, size
     if (check_graph(g, err, errlen))
         return -1;
     if (!order && g->n_nodes > 0)
-        return fail(err, errlen, "no order");
+        return dbr_errf(err, errlen, "no order");
     int32_t *pos = malloc(((size_t)g->n_nodes + 1) * sizeof *pos);
     if (!pos)
-        return fail(err, errlen, "out of memory");
+        return dbr_errf(err, errlen, "out of memory");
     for (int32_t k = 0; k < g->n_nodes; k++)
         pos[k] = -1;
     int rc = 0;
     for (int32_t p = 0; p < g->n_nodes && !rc; p++) {
         int32_t k = order[p];
         if (k < 0 || k >= g->n_nodes)
-            rc = fail(err, errlen, "order[%d] = %d is not a node id", (int)p, (int)k);
+            rc = dbr_errf(err, errlen, "order[%d] = %d is not a node id", (int)p, (int)k);
         else if (pos[k] >= 0)
-            rc = fail(err, errlen, "node %d is at positions %d and %d", (int)k, (int)pos[k], (int)p);
+            rc = dbr_errf(err, errlen, "node %d is at positions %d and %d", (int)k, (int)pos[k], (int)p);
         else
             pos[k] = p;
     }
@@ -73,7 +63,7 @@ int dbr_schedule_check(const dbr_graph *g, const int32_t *order, char *err, size
         for (int i = 0; i < nd->n_in && !rc; i++) {
             const dbr_value *v = &g->vals[nd->in[i]];
             if (v->kind == DBR_V_INTER && pos[v->producer] >= p)
-                rc = fail(err, errlen,
+                rc = dbr_errf(err, errlen,
                           "node %d (%s) at position %d reads %%%d, whose producer (node %d) is at "
                           "position %d",
                           (int)order[p], dbr_ops[nd->op].name, (int)p, (int)nd->in[i],
@@ -92,7 +82,7 @@ int dbr_schedule(const dbr_graph *g, int32_t *order, char *err, size_t errlen) {
         for (int i = 0; i < nd->n_in; i++) {
             const dbr_value *v = &g->vals[nd->in[i]];
             if (v->kind == DBR_V_INTER && v->producer >= k)
-                return fail(err, errlen,
+                return dbr_errf(err, errlen,
                             "node %d (%s) reads %%%d before node %d produces it: recording order "
                             "is not topological",
                             (int)k, dbr_ops[nd->op].name, (int)nd->in[i], (int)v->producer);
@@ -205,7 +195,7 @@ int dbr_schedule_greedy(const dbr_graph *g, int32_t *order, char *err, size_t er
     int rc = 0;
     if (dbr_graph_users(g, &s.first, &s.users)) {
         s.first = s.users = NULL;
-        return fail(err, errlen, "out of memory");
+        return dbr_errf(err, errlen, "out of memory");
     }
     /* Each node enters the heap once when it becomes ready and at most once
      * more per value it comes to free last: N + V entries at most. */
@@ -216,14 +206,14 @@ int dbr_schedule_greedy(const dbr_graph *g, int32_t *order, char *err, size_t er
     s.freeable = malloc(((size_t)V + 1) * sizeof *s.freeable);
     s.heap = malloc(((size_t)N + V + 1) * sizeof *s.heap);
     if (!s.rem || !s.missing || !s.done || !s.size || !s.freeable || !s.heap) {
-        rc = fail(err, errlen, "out of memory");
+        rc = dbr_errf(err, errlen, "out of memory");
         goto out;
     }
     for (int32_t v = 0; v < V; v++) {
         s.rem[v] = s.first[v + 1] - s.first[v];
         s.size[v] = dbr_value_arena_bytes(g, v);
         if (s.size[v] < 0) {
-            rc = fail(err, errlen, "value %d: size overflows", (int)v);
+            rc = dbr_errf(err, errlen, "value %d: size overflows", (int)v);
             goto out;
         }
         s.freeable[v] = g->vals[v].kind == DBR_V_INTER && !g->vals[v].is_output;
@@ -262,7 +252,7 @@ int dbr_schedule_greedy(const dbr_graph *g, int32_t *order, char *err, size_t er
         }
     }
     if (n_done != N)
-        rc = fail(err, errlen, "%d of %d nodes never became ready: the graph has a cycle",
+        rc = dbr_errf(err, errlen, "%d of %d nodes never became ready: the graph has a cycle",
                   (int)(N - n_done), (int)N);
 out:
     free(s.first);

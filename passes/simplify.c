@@ -10,16 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- hashing -------------------------------------------------------------- */
 
@@ -270,7 +260,7 @@ static int32_t simplify_node(simp *s, int32_t k, char *err, size_t errlen) {
         bool merged;
         v = const_leaf(s, &c, &merged);
         if (v < 0)
-            return fail(err, errlen, "out of memory");
+            return dbr_errf(err, errlen, "out of memory");
         s->st.folded++;
     } else if ((v = identity_of(s->t, nd->op, nd->n_in, ins, &nd->a, &ov->t)) >= 0) {
         s->st.identities++;
@@ -285,7 +275,7 @@ static int32_t simplify_node(simp *s, int32_t k, char *err, size_t errlen) {
             v = dbr_graph_node(s->t, nd->op, nd->n_in, ins, &nd->a, nd->phase, nd->api, nd->file,
                                nd->line, why, sizeof why);
             if (v < 0)
-                return fail(err, errlen, "node %d (%s): %s", (int)k, dbr_ops[nd->op].name, why);
+                return dbr_errf(err, errlen, "node %d (%s): %s", (int)k, dbr_ops[nd->op].name, why);
             s->ntab[at] = s->t->n_nodes - 1;
         }
     }
@@ -300,15 +290,15 @@ static int check_node(const simp *s, int32_t k, char *err, size_t errlen) {
     const dbr_graph *g = s->in;
     const dbr_inode *nd = &g->nodes[k];
     if ((unsigned)nd->op >= DBR_OP_COUNT || nd->n_in < 1 || nd->n_in > DBR_MAX_SRC)
-        return fail(err, errlen, "node %d: bad op %d or input count %d", (int)k, (int)nd->op,
+        return dbr_errf(err, errlen, "node %d: bad op %d or input count %d", (int)k, (int)nd->op,
                     (int)nd->n_in);
     if (nd->out < 0 || nd->out >= g->n_vals || g->vals[nd->out].kind != DBR_V_INTER ||
         s->map[nd->out] >= 0)
-        return fail(err, errlen, "node %d (%s): output %d is not a fresh intermediate value",
+        return dbr_errf(err, errlen, "node %d (%s): output %d is not a fresh intermediate value",
                     (int)k, dbr_ops[nd->op].name, (int)nd->out);
     for (int i = 0; i < nd->n_in; i++)
         if (nd->in[i] < 0 || nd->in[i] >= g->n_vals || s->map[nd->in[i]] < 0)
-            return fail(err, errlen, "node %d (%s): input %d is not defined before it", (int)k,
+            return dbr_errf(err, errlen, "node %d (%s): input %d is not defined before it", (int)k,
                         dbr_ops[nd->op].name, (int)nd->in[i]);
     return 0;
 }
@@ -324,7 +314,7 @@ static int forward(simp *s, char *err, size_t errlen) {
                          ? const_leaf(s, x, &merged)
                          : dbr_graph_leaf(s->t, x->kind, &x->t, x->slot, x->cval, x->name);
         if (id < 0)
-            return fail(err, errlen, "value %d: out of memory or a malformed leaf", (int)v);
+            return dbr_errf(err, errlen, "value %d: out of memory or a malformed leaf", (int)v);
         if (merged)
             s->st.consts++;
         if (x->is_output)
@@ -336,7 +326,7 @@ static int forward(simp *s, char *err, size_t errlen) {
             return -1;
     for (int32_t v = 0; v < g->n_vals; v++)
         if (g->vals[v].is_output && s->map[v] < 0)
-            return fail(err, errlen, "output %d has no producer", (int)v);
+            return dbr_errf(err, errlen, "output %d has no producer", (int)v);
     return 0;
 }
 
@@ -348,7 +338,7 @@ static int copy_live(const dbr_graph *t, dbr_graph *o, int32_t *map2, int32_t *d
                      size_t errlen) {
     bool *live = calloc((size_t)t->n_vals + 1, sizeof *live);
     if (!live)
-        return fail(err, errlen, "out of memory");
+        return dbr_errf(err, errlen, "out of memory");
     for (int32_t v = 0; v < t->n_vals; v++)
         live[v] = t->vals[v].is_output;
     for (int32_t k = t->n_nodes - 1; k >= 0; k--)
@@ -367,7 +357,7 @@ static int copy_live(const dbr_graph *t, dbr_graph *o, int32_t *map2, int32_t *d
         if (x->kind != DBR_V_INTER) {
             map2[v] = dbr_graph_leaf(o, x->kind, &x->t, x->slot, x->cval, x->name);
             if (map2[v] < 0)
-                rc = fail(err, errlen, "out of memory");
+                rc = dbr_errf(err, errlen, "out of memory");
         } else {
             const dbr_inode *nd = &t->nodes[x->producer];
             int32_t ins[DBR_MAX_SRC];
@@ -377,7 +367,7 @@ static int copy_live(const dbr_graph *t, dbr_graph *o, int32_t *map2, int32_t *d
             map2[v] = dbr_graph_node(o, nd->op, nd->n_in, ins, &nd->a, nd->phase, nd->api,
                                      nd->file, nd->line, why, sizeof why);
             if (map2[v] < 0)
-                rc = fail(err, errlen, "%s: %s", dbr_ops[nd->op].name, why);
+                rc = dbr_errf(err, errlen, "%s: %s", dbr_ops[nd->op].name, why);
         }
         if (rc == 0)
             o->vals[map2[v]].is_output = x->is_output;
@@ -390,7 +380,7 @@ int dbr_simplify(const dbr_graph *in, dbr_graph **out, int32_t *remap, dbr_simpl
                  char *err, size_t errlen) {
     *out = NULL;
     if (in->n_vals < 0 || in->n_nodes < 0)
-        return fail(err, errlen, "negative counts (%d values, %d nodes)", (int)in->n_vals,
+        return dbr_errf(err, errlen, "negative counts (%d values, %d nodes)", (int)in->n_vals,
                     (int)in->n_nodes);
     size_t nv = (size_t)in->n_vals;
     simp s = {.in = in, .t = dbr_graph_new()};
@@ -405,7 +395,7 @@ int dbr_simplify(const dbr_graph *in, dbr_graph **out, int32_t *remap, dbr_simpl
     int32_t *map2 = NULL;
     int rc = -1;
     if (!s.t || !s.map || !s.ntab || !s.ctab || !o) {
-        fail(err, errlen, "out of memory");
+        dbr_errf(err, errlen, "out of memory");
         goto done;
     }
     memset(s.map, 0xff, (nv + 1) * sizeof *s.map);
@@ -415,7 +405,7 @@ int dbr_simplify(const dbr_graph *in, dbr_graph **out, int32_t *remap, dbr_simpl
         goto done;
     map2 = malloc(((size_t)s.t->n_vals + 1) * sizeof *map2);
     if (!map2) {
-        fail(err, errlen, "out of memory");
+        dbr_errf(err, errlen, "out of memory");
         goto done;
     }
     if (copy_live(s.t, o, map2, &s.st.dce, err, errlen))
