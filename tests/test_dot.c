@@ -21,8 +21,8 @@
 
 #include "passes/remat_ir.h"
 #include "tools/dot.h"
+#include "tests/tmpdir.h"
 
-static char g_dir[64];
 
 /* value ids of the test graph */
 typedef struct mlp {
@@ -90,8 +90,7 @@ static void build_mlp(mlp *m) {
 
 static int setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/dbr_dot_XXXXXX");
-    if (!mkdtemp(g_dir)) return -1;
+    if (tmpdir_make("dbr_dot")) return -1;
     memset(&g_m, 0, sizeof g_m);
     build_mlp(&g_m);
     return 0;
@@ -100,25 +99,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     dbr_graph_free(g_m.g);
-    DIR *d = opendir(g_dir);
-    if (!d) return -1;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    return rmdir(g_dir);
-}
-
-static const char *path_of(const char *name) {
-    static char bufs[4][512];
-    static int k;
-    char *p = bufs[k++ & 3];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
+    return tmpdir_remove();
 }
 
 /* The whole file, NUL-terminated (NULL when missing); *len its size. */

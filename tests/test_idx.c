@@ -18,36 +18,16 @@
 #include <zlib.h>
 
 #include "dbr.h"
-
-static char g_dir[64];
+#include "tests/tmpdir.h"
 
 static int make_dir(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/dbr_idx_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tmpdir_make("dbr_idx");
 }
 
 static int remove_dir(void **state) {
     (void)state;
-    DIR *d = opendir(g_dir);
-    if (!d) return -1;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    return rmdir(g_dir);
-}
-
-static const char *path_of(const char *name) {
-    static char bufs[4][512];
-    static int k;
-    char *p = bufs[k++ & 3];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
+    return tmpdir_remove();
 }
 
 static void write_file(const char *path, bool gz, const void *data, size_t n) {

@@ -17,37 +17,16 @@
 #include <unistd.h>
 
 #include "dbr.h"
-#include "frontend/internal.h"   /* dbr_param_create: dbr_buffer takes floats only */
-
-static char g_dir[64];
+#include "tests/tmpdir.h"
 
 static int make_dir(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/dbr_npz_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tmpdir_make("dbr_npz");
 }
 
 static int remove_dir(void **state) {
     (void)state;
-    DIR *d = opendir(g_dir);
-    if (!d) return -1;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    return rmdir(g_dir);
-}
-
-static const char *path_of(const char *name) {
-    static char bufs[4][512];
-    static int k;
-    char *p = bufs[k++ & 3];
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
+    return tmpdir_remove();
 }
 
 static dbr_ctx *new_ctx(uint64_t seed) {
@@ -58,13 +37,11 @@ static dbr_ctx *new_ctx(uint64_t seed) {
     return ctx;
 }
 
-/* The model under test: an f32 weight, an f64 buffer, an i64 buffer (made
- * the way dbr_load makes arrays, as the public calls take floats only). */
+/* The model under test: an f32 weight, an f64 buffer and an i64 buffer. */
 static void build_model(dbr_ctx *ctx) {
     dbr_tensor *w = dbr_param(ctx, "fc.w", DBR_F32, DBR_SHAPE(3, 4), DBR_INIT_KAIMING_UNIFORM);
     dbr_tensor *m = dbr_buffer(ctx, "bn.mean", DBR_F64, DBR_SHAPE(5), 0.0);
-    dbr_tensor *s = dbr_param_find(ctx, "steps");
-    if (!s) s = dbr_param_create(ctx, "steps", DBR_KIND_BUFFER, DBR_I64, DBR_SHAPE(2, 3));
+    dbr_tensor *s = dbr_buffer(ctx, "steps", DBR_I64, DBR_SHAPE(2, 3), 0.0);
     assert_non_null(w);
     assert_non_null(m);
     assert_non_null(s);
