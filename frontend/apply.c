@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool differentiable(dbr_op op, const dbr_tensor *in) {
+bool dbr_grad_flows(dbr_op op, const dbr_tensor *in) {
     return dbr_op_differentiable(op) && in->requires_grad &&
            (in->dtype == DBR_F32 || in->dtype == DBR_F64);
 }
@@ -28,7 +28,7 @@ static int tape_push(dbr_ctx *ctx, const dbr_node *n, dbr_tensor *const in[], db
     unsigned keep = dbr_ops[n->op].retain;
     for (int i = 0; i < n->n_in; i++) {
         e->in[i] = in[i];
-        e->needs[i] = differentiable(n->op, in[i]);
+        e->needs[i] = dbr_grad_flows(n->op, in[i]);
         if (keep & R_IN(i)) {
             in[i]->refs++;
             e->retained[i] = true;
@@ -103,7 +103,7 @@ dbr_tensor *dbr_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[
     }
     if (!ctx->grad_enabled) return out;
     bool any = false;
-    for (int i = 0; i < n_in; i++) any |= differentiable(n->op, in[i]);
+    for (int i = 0; i < n_in; i++) any |= dbr_grad_flows(n->op, in[i]);
     if (!any) return out;
     if (tape_push(ctx, n, in, out)) {
         dbr_set_error(ctx, n->file, n->line, n->api, "out of memory for the tape");

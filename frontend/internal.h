@@ -124,6 +124,10 @@ dbr_tensor *dbr_param_create(dbr_ctx *ctx, const char *name, dbr_kind kind, int3
  * Returns NULL (with the error recorded) on a user error or a NULL input. */
 dbr_tensor *dbr_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[]);
 
+/* Does a gradient flow from op's result into input `in` (eager's tape and
+ * compiled mode's requires_grad agree through this)? */
+bool dbr_grad_flows(dbr_op op, const dbr_tensor *in);
+
 /* Normalize an axis against ndim (Python style); -1 if out of range. */
 int dbr_norm_axis(int axis, int ndim);
 

@@ -153,9 +153,7 @@ static dbr_tensor *record(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const
     }
     if (ctx->grad_enabled)
         for (int i = 0; i < n_in; i++)
-            if (dbr_op_differentiable(n->op) && in[i]->requires_grad &&
-                (in[i]->dtype == DBR_F32 || in[i]->dtype == DBR_F64))
-                t->requires_grad = true;
+            t->requires_grad |= dbr_grad_flows(n->op, in[i]);
     return t;
 }
 
@@ -206,9 +204,6 @@ static uint64_t mix(uint64_t h, uint64_t v) {
 typedef struct segment {
     dbr_graph *g;
     int32_t *map;       /* step value id -> segment value id, or -1 */
-    dbr_bind *binds;    /* per segment leaf, in leaf order */
-    int32_t *bind_of;   /* segment value id -> bind index, or -1 */
-    int32_t n_binds;
     dbr_tensor **mat;   /* materialized tensors, by VALUE ordinal */
     int32_t n_mat;
     int32_t *outputs;   /* segment value ids, in request order */
@@ -218,8 +213,6 @@ typedef struct segment {
 static void segment_free(segment *s) {
     dbr_graph_free(s->g);
     free(s->map);
-    free(s->binds);
-    free(s->bind_of);
     free(s->mat);
     free(s->outputs);
 }
@@ -233,30 +226,16 @@ static bool materialized(const dbr_ctx *ctx, int32_t v) {
 static int32_t seg_leaf(dbr_ctx *ctx, segment *s, int32_t v) {
     if (s->map[v] >= 0) return s->map[v];
     const dbr_value *sv = &ctx->tr.graph->vals[v];
-    dbr_bind b = {.t = sv->t, .slot = sv->slot, .cval = sv->cval};
     dbr_vkind kind = sv->kind;
     int32_t slot = sv->slot;
-    switch (sv->kind) {
-    case DBR_V_PARAM: b.kind = DBR_BIND_PARAM; break;
-    case DBR_V_BUFFER:
-        b.kind = sv->slot >= STATE_BASE ? DBR_BIND_STATE : DBR_BIND_PARAM;
-        if (sv->slot >= STATE_BASE) b.slot = sv->slot - STATE_BASE;
-        break;
-    case DBR_V_INPUT: b.kind = DBR_BIND_INPUT; break;
-    case DBR_V_CONST: b.kind = DBR_BIND_CONST; break;
-    case DBR_V_INTER:
-        b.kind = DBR_BIND_VALUE;
-        b.slot = s->n_mat;
-        s->mat[s->n_mat++] = ctx->tr.vt[v];
+    if (kind == DBR_V_INTER) { /* computed by an earlier flush: an input to this one */
+        s->mat[s->n_mat] = ctx->tr.vt[v];
         kind = DBR_V_INPUT;
-        slot = MAT_BASE + b.slot;
-        break;
+        slot = MAT_BASE + s->n_mat++;
     }
     int32_t id = dbr_graph_leaf(s->g, kind, &sv->t, slot, sv->cval, sv->name);
     if (id < 0) return -1;
     s->map[v] = id;
-    s->bind_of[id] = s->n_binds;
-    s->binds[s->n_binds++] = b;
     return id;
 }
 
@@ -269,18 +248,15 @@ static int segment_build(dbr_ctx *ctx, const int32_t *want, int32_t n_want, segm
     memset(s, 0, sizeof *s);
     s->g = dbr_graph_new();
     s->map = malloc((size_t)nv * sizeof *s->map);
-    s->bind_of = malloc((size_t)(2 * nv + 1) * sizeof *s->bind_of);
-    s->binds = calloc((size_t)nv + 1, sizeof *s->binds);
     s->mat = calloc((size_t)nv + 1, sizeof *s->mat);
     s->outputs = malloc((size_t)(n_want + 1) * sizeof *s->outputs);
     bool *need = calloc((size_t)nv, sizeof *need);
-    if (!s->g || !s->map || !s->bind_of || !s->binds || !s->mat || !s->outputs || !need) {
+    if (!s->g || !s->map || !s->mat || !s->outputs || !need) {
         free(need);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     for (int32_t v = 0; v < nv; v++) s->map[v] = -1;
-    for (int32_t v = 0; v < 2 * nv + 1; v++) s->bind_of[v] = -1;
     for (int32_t k = 0; k < n_want; k++) need[want[k]] = true;
     /* reverse walk: a needed, unmaterialized value needs its producer's inputs */
     for (int32_t k = g->n_nodes - 1; k >= 0; k--) {
@@ -719,13 +695,12 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
         rc = -1;
         goto out;
     }
-    /* The structural hash names the computation; the output and leaf
-     * order say how this step's tensors bind to the plan. */
+    /* The structural hash names the computation, leaves by kind and slot
+     * (which is how this step's tensors bind to the plan); the output ids
+     * say which value is which output. */
     uint64_t key = mix(dbr_graph_hash(s.g), (uint64_t)ctx->cfg.device);
     key = mix(key, (uint64_t)s.g->n_nodes);
     for (int32_t k = 0; k < s.n_outputs; k++) key = mix(key, (uint64_t)s.outputs[k]);
-    for (int32_t b = 0; b < s.n_binds; b++)
-        key = mix(mix(key, (uint64_t)s.binds[b].kind), (uint64_t)(uint32_t)s.binds[b].slot);
     dbr_plan_cache *c = cache(ctx);
     dbr_plan *p = c ? dbr_plan_cache_get(c, key) : NULL;
     if (c && !p) {
