@@ -153,6 +153,13 @@ dbr_ctx *dbr_ctx_new(const dbr_config *cfg) {
         dbr_set_error(ctx, NULL, 0, where, "memory_budget must be >= 0, got %lld",
                       (long long)ctx->cfg.memory_budget);
         ctx->bad_config = true;
+    } else if (!(ctx->cfg.memory_budget_frac >= 0 && ctx->cfg.memory_budget_frac <= 1)) {
+        dbr_set_error(ctx, NULL, 0, where, "memory_budget_frac must be in [0, 1], got %g",
+                      ctx->cfg.memory_budget_frac);
+        ctx->bad_config = true;
+    } else if ((unsigned)ctx->cfg.recompute > DBR_RECOMPUTE_ILP) {
+        dbr_set_error(ctx, NULL, 0, where, "unknown recompute strategy %d", (int)ctx->cfg.recompute);
+        ctx->bad_config = true;
     }
     if (ctx->cfg.threads > 0) dbr_cpu_set_threads(ctx->cfg.threads);
     return ctx;

@@ -61,6 +61,7 @@ typedef struct dbr_trace {
     bool read_cut;             /* the last flush served a read */
     double host_ms, run_ms;    /* recording and flush bookkeeping; running plans */
     int64_t arena_bytes, lower_bound; /* of the last plan run */
+    dbr_step_mem mem;                 /* of the last plan run */
 } dbr_trace;
 
 struct dbr_ctx {

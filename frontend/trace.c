@@ -6,6 +6,7 @@
 #include "ir/graph.h"
 #include "passes/autodiff.h"
 #include "passes/passes.h"
+#include "passes/remat_apply.h"
 #include "passes/simplify.h"
 #include "runtime/plan.h"
 
@@ -402,90 +403,6 @@ static int fill_const(dbr_plan *p, dbr_bind *b) {
     return rc;
 }
 
-/* segment -> simplify -> schedule -> memplan -> launches. Every pass's
- * result is verified (cheap next to a compile, and it names the pass that
- * broke a graph) and, with DBR_DUMP, written out. */
-static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, uint64_t key, char *err, size_t errlen) {
-    double t0 = now_ms();
-    if (dbr_graph_verify(s->g, err, errlen)) return NULL;
-    dbr_graph_dump(ctx->tr.graph, ctx->tr.bwd_done ? "autodiff" : "record");
-    dbr_graph_dump(s->g, "segment");
-    dbr_graph *g = NULL;
-    int32_t *remap = malloc((size_t)(s->g->n_vals + 1) * sizeof *remap);
-    int32_t *order = NULL, *bind_of = NULL;
-    dbr_plan *p = calloc(1, sizeof *p);
-    dbr_memplan mp = {0};
-    if (!remap || !p) goto oom;
-    p->dev = &dbr_cpu_device;
-    if (dbr_simplify(s->g, &g, remap, NULL, err, errlen)) goto fail;
-    dbr_graph_dump(g, "simplify");
-    if (dbr_graph_verify(g, err, errlen)) goto fail;
-    order = malloc((size_t)(g->n_nodes + 1) * sizeof *order);
-    bind_of = malloc((size_t)(g->n_vals + 1) * sizeof *bind_of);
-    p->launches = calloc((size_t)g->n_nodes + 1, sizeof *p->launches);
-    p->binds = calloc((size_t)g->n_vals + 1, sizeof *p->binds);
-    p->outputs = calloc((size_t)s->n_outputs + 1, sizeof *p->outputs);
-    if (!order || !bind_of || !p->launches || !p->binds || !p->outputs) goto oom;
-    for (int32_t v = 0; v < g->n_vals; v++) {
-        bind_of[v] = -1;
-        if (g->vals[v].kind == DBR_V_INTER) continue;
-        dbr_bind *b = &p->binds[p->n_binds];
-        *b = bind_of_leaf(&g->vals[v]);
-        if (b->kind == DBR_BIND_CONST && fill_const(p, b)) goto oom;
-        bind_of[v] = p->n_binds++;
-    }
-    if (dbr_schedule(g, order, err, errlen)) goto fail;
-    dump_scheduled(g, order);
-    if (dbr_memplan_build(g, order, &mp, err, errlen)) goto fail;
-    p->key = key;
-    p->n_launches = g->n_nodes;
-    for (int32_t k = 0; k < g->n_nodes; k++) {
-        const dbr_inode *nd = &g->nodes[order[k]];
-        dbr_launch *l = &p->launches[k];
-        l->node = (dbr_node){.op = nd->op, .n_in = nd->n_in, .out = g->vals[nd->out].t,
-                             .a = nd->a, .api = nd->api, .file = nd->file, .line = nd->line};
-        for (int i = 0; i < nd->n_in; i++) {
-            int32_t v = nd->in[i];
-            l->node.in[i] = g->vals[v].t;
-            l->in[i] = mp.offset[v] >= 0 ? mp.offset[v] : -1 - (int64_t)bind_of[v];
-        }
-        l->out = mp.offset[nd->out];
-    }
-    /* outputs are arena values or, once simplified, possibly leaves */
-    for (int32_t k = 0; k < s->n_outputs; k++) {
-        int32_t v = remap[s->outputs[k]];
-        if (v < 0) {
-            snprintf(err, errlen, "simplify lost output %d", k);
-            goto fail;
-        }
-        p->outputs[k] = mp.offset[v] >= 0 ? mp.offset[v] : -1 - (int64_t)bind_of[v];
-    }
-    p->n_outputs = s->n_outputs;
-    p->arena_bytes = mp.arena_bytes;
-    p->lower_bound = mp.lower_bound;
-    p->n_inplace = mp.n_inplace;
-    if (arena_reserve(ctx, p->dev, p->arena_bytes)) goto oom;
-    ctx->live_bytes += plan_bytes(p);
-    if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
-    dbr_memplan_free(&mp);
-    dbr_graph_free(g);
-    free(remap);
-    free(order);
-    free(bind_of);
-    p->compile_ms = now_ms() - t0;
-    return p;
-oom:
-    snprintf(err, errlen, "out of memory compiling a plan");
-fail:
-    dbr_memplan_free(&mp);
-    dbr_graph_free(g);
-    free(remap);
-    free(order);
-    free(bind_of);
-    dbr_plan_free(p);
-    return NULL;
-}
-
 /* What a flush computes, in request order: tensors to fill, parameter
  * gradients to accumulate, effects to apply. */
 typedef enum { OUT_TENSOR, OUT_GRAD, OUT_EFFECT, OUT_UPDATE } out_kind;
@@ -495,6 +412,155 @@ typedef struct out_req {
     dbr_tensor *t; /* OUT_TENSOR: the tensor; OUT_GRAD: the parameter */
     int32_t effect;
 } out_req;
+
+static int64_t aligned_bytes(const dbr_tinfo *t) {
+    int64_t n = dbr_tinfo_numel(t);
+    return ((n ? n : 1) * (int64_t)dbr_dt_size(t->dtype) + 63) & ~(int64_t)63;
+}
+
+/* What the device holds beside the arena while g runs: the leaves it
+ * binds and what the flush copies out. */
+static dbr_plan_mem mem_parts(const dbr_graph *g, const out_req *req, int32_t n_req) {
+    dbr_plan_mem m = {0};
+    for (int32_t v = 0; v < g->n_vals; v++) {
+        const dbr_value *x = &g->vals[v];
+        int64_t b = aligned_bytes(&x->t);
+        switch (x->kind) {
+        case DBR_V_PARAM: m.params += b; break;
+        case DBR_V_BUFFER: *(x->slot >= STATE_BASE ? &m.optim_state : &m.params) += b; break;
+        case DBR_V_INPUT:
+        case DBR_V_CONST: m.inputs += b; break;
+        default: break;
+        }
+    }
+    for (int32_t k = 0; k < n_req; k++)
+        if (req[k].kind == OUT_TENSOR || req[k].kind == OUT_GRAD) m.outputs += req[k].t->nbytes;
+    return m;
+}
+
+static dbr_remat_strategy remat_strategy(dbr_recompute r) {
+    switch (r) {
+    case DBR_RECOMPUTE_NONE: return DBR_REMAT_NONE;
+    case DBR_RECOMPUTE_CHEN: return DBR_REMAT_CHEN;
+    case DBR_RECOMPUTE_DP: return DBR_REMAT_DP;
+    case DBR_RECOMPUTE_ILP: return DBR_REMAT_ILP;
+    default: return DBR_REMAT_AUTO;
+    }
+}
+
+/* segment -> simplify -> budget (recompute, move updates up) -> memplan ->
+ * launches. Every pass's result is verified (cheap next to a compile, and
+ * it names the pass that broke a graph) and, with DBR_DUMP, written out. */
+static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint64_t key,
+                              char *err, size_t errlen) {
+    double t0 = now_ms();
+    if (dbr_graph_verify(s->g, err, errlen)) return NULL;
+    dbr_graph_dump(ctx->tr.graph, ctx->tr.bwd_done ? "autodiff" : "record");
+    dbr_graph_dump(s->g, "segment");
+    dbr_graph *g = NULL;
+    int32_t *remap = malloc((size_t)(s->g->n_vals + 1) * sizeof *remap);
+    int32_t *bind_of = NULL;
+    dbr_plan *p = calloc(1, sizeof *p);
+    dbr_step_plan sp = {0};
+    if (!remap || !p) goto oom;
+    p->dev = &dbr_cpu_device;
+    if (dbr_simplify(s->g, &g, remap, NULL, err, errlen)) goto fail;
+    dbr_graph_dump(g, "simplify");
+    if (dbr_graph_verify(g, err, errlen)) goto fail;
+    p->mem = mem_parts(g, req, s->n_outputs);
+    int64_t fixed = p->mem.params + p->mem.optim_state + p->mem.inputs + p->mem.outputs;
+    dbr_step_budget sb = {.budget = ctx->cfg.memory_budget,
+                          .budget_frac = ctx->cfg.memory_budget_frac,
+                          .fixed = fixed,
+                          .strategy = remat_strategy(ctx->cfg.recompute)};
+    if (dbr_step_plan_build(g, &sb, &sp, err, errlen)) goto fail;
+    if (!sp.feasible) {
+        char b[5][32];
+        dbr_human_bytes(sp.budget, b[0], sizeof b[0]);
+        dbr_human_bytes(fixed + sp.min_arena, b[1], sizeof b[1]);
+        dbr_human_bytes(fixed, b[2], sizeof b[2]);
+        dbr_human_bytes(sp.min_arena, b[3], sizeof b[3]);
+        dbr_human_bytes(fixed + sp.noremat_arena, b[4], sizeof b[4]);
+        snprintf(err, errlen,
+                 "memory budget %s cannot be met: the least this step can take is %s "
+                 "(%s of parameters, optimizer state, inputs and outputs, and an arena of at "
+                 "least %s); without recomputation it takes %s",
+                 b[0], b[1], b[2], b[3], b[4]);
+        goto fail;
+    }
+    dbr_graph_free(g);
+    g = sp.g; /* the step as it runs: its node order is the schedule */
+    sp.g = NULL;
+    if (dbr_graph_verify(g, err, errlen)) goto fail;
+    bind_of = malloc((size_t)(g->n_vals + 1) * sizeof *bind_of);
+    p->launches = calloc((size_t)g->n_nodes + 1, sizeof *p->launches);
+    p->binds = calloc((size_t)g->n_vals + 1, sizeof *p->binds);
+    p->outputs = calloc((size_t)s->n_outputs + 1, sizeof *p->outputs);
+    if (!bind_of || !p->launches || !p->binds || !p->outputs) goto oom;
+    for (int32_t v = 0; v < g->n_vals; v++) {
+        bind_of[v] = -1;
+        if (g->vals[v].kind == DBR_V_INTER) continue;
+        dbr_bind *b = &p->binds[p->n_binds];
+        *b = bind_of_leaf(&g->vals[v]);
+        if (b->kind == DBR_BIND_CONST && fill_const(p, b)) goto oom;
+        bind_of[v] = p->n_binds++;
+    }
+    dump_scheduled(g, sp.order);
+    const dbr_memplan *mp = &sp.mp;
+    p->key = key;
+    p->n_launches = g->n_nodes;
+    for (int32_t k = 0; k < g->n_nodes; k++) {
+        const dbr_inode *nd = &g->nodes[sp.order[k]];
+        dbr_launch *l = &p->launches[k];
+        l->node = (dbr_node){.op = nd->op, .n_in = nd->n_in, .out = g->vals[nd->out].t,
+                             .a = nd->a, .api = nd->api, .file = nd->file, .line = nd->line};
+        for (int i = 0; i < nd->n_in; i++) {
+            int32_t v = nd->in[i];
+            l->node.in[i] = g->vals[v].t;
+            l->in[i] = mp->offset[v] >= 0 ? mp->offset[v] : -1 - (int64_t)bind_of[v];
+        }
+        l->out = mp->offset[nd->out];
+        if (nd->phase == DBR_PH_OPT && nd->n_in > 1 && mp->offset[nd->in[1]] >= 0)
+            p->mem.grads += dbr_value_arena_bytes(g, nd->in[1]);
+    }
+    /* outputs are arena values or, once simplified, possibly leaves */
+    for (int32_t k = 0; k < s->n_outputs; k++) {
+        int32_t v = remap[s->outputs[k]];
+        v = v < 0 ? -1 : sp.remap[v];
+        if (v < 0) {
+            snprintf(err, errlen, "simplify lost output %d", k);
+            goto fail;
+        }
+        p->outputs[k] = mp->offset[v] >= 0 ? mp->offset[v] : -1 - (int64_t)bind_of[v];
+    }
+    p->n_outputs = s->n_outputs;
+    p->arena_bytes = mp->arena_bytes;
+    p->lower_bound = mp->lower_bound;
+    p->n_inplace = mp->n_inplace;
+    p->mem.budget = sp.budget;
+    p->mem.noremat_arena = sp.noremat_arena;
+    p->mem.recomputed = sp.n_recomputed;
+    p->mem.recompute_pct = sp.fwd_time > 0 ? 100.0 * sp.recompute_time / sp.fwd_time : 0;
+    p->mem.plan_ms = sp.plan_ms;
+    if (arena_reserve(ctx, p->dev, p->arena_bytes)) goto oom;
+    ctx->live_bytes += plan_bytes(p);
+    if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
+    dbr_step_plan_free(&sp);
+    dbr_graph_free(g);
+    free(remap);
+    free(bind_of);
+    p->compile_ms = now_ms() - t0;
+    return p;
+oom:
+    snprintf(err, errlen, "out of memory compiling a plan");
+fail:
+    dbr_step_plan_free(&sp);
+    dbr_graph_free(g);
+    free(remap);
+    free(bind_of);
+    dbr_plan_free(p);
+    return NULL;
+}
 
 static int run_autodiff(dbr_ctx *ctx, char *err, size_t errlen) {
     dbr_trace *tr = &ctx->tr;
@@ -636,6 +702,13 @@ static int run_plan(dbr_ctx *ctx, dbr_plan *p, dbr_tensor *const *mat, out_req *
         tr->n_effects = 0;
         tr->arena_bytes = p->arena_bytes;
         tr->lower_bound = p->lower_bound;
+        const dbr_plan_mem *m = &p->mem;
+        tr->mem = (dbr_step_mem){
+            .budget = m->budget, .params = m->params, .optim_state = m->optim_state,
+            .inputs = m->inputs, .outputs = m->outputs, .arena = p->arena_bytes,
+            .grads = m->grads, .noremat_arena = m->noremat_arena, .recomputed = m->recomputed,
+            .recompute_pct = m->recompute_pct, .plan_ms = m->plan_ms};
+        tr->mem.peak = m->params + m->optim_state + m->inputs + m->outputs + p->arena_bytes;
         tr->flushes++;
         tr->step_flushes++;
     }
@@ -645,8 +718,8 @@ static int run_plan(dbr_ctx *ctx, dbr_plan *p, dbr_tensor *const *mat, out_req *
 }
 
 static int flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
-    const char *api = want ? "dbr_item" : "dbr_step";
     dbr_trace *tr = &ctx->tr;
+    const char *api = want ? "dbr_item" : tr->n_updates ? "dbr_optim_step" : "dbr_step";
     char err[512] = "";
     if (!tr->graph) return 0;
     if (tr->bwd_loss >= 0 && !tr->bwd_done && run_autodiff(ctx, err, sizeof err)) {
@@ -704,7 +777,7 @@ static int flush(dbr_ctx *ctx, dbr_tensor *want, const char *file, int line) {
     dbr_plan_cache *c = cache(ctx);
     dbr_plan *p = c ? dbr_plan_cache_get(c, key) : NULL;
     if (c && !p) {
-        p = plan_compile(ctx, &s, key, err, sizeof err);
+        p = plan_compile(ctx, &s, req, key, err, sizeof err);
         dbr_plan *evicted = NULL;
         if (!p || dbr_plan_cache_put(c, p, &evicted)) {
             dbr_set_error(ctx, file, line, api, "%s", err[0] ? err : "out of memory");
@@ -1004,4 +1077,5 @@ void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out) {
     out->host_ms = tr->host_ms;
     out->pass_free_hits = tr->fast_hits;
     out->run_ms = tr->run_ms;
+    out->mem = tr->mem;
 }

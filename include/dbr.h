@@ -23,12 +23,29 @@ typedef enum dbr_dtype {
 typedef enum dbr_device { DBR_DEVICE_CPU, DBR_DEVICE_CUDA } dbr_device;
 typedef enum dbr_mode { DBR_MODE_EAGER, DBR_MODE_COMPILED, DBR_MODE_META } dbr_mode;
 
+/* How compiled mode picks the forward values to recompute under a budget. */
+typedef enum dbr_recompute {
+    DBR_RECOMPUTE_AUTO, /* the best of the planners below that fits */
+    DBR_RECOMPUTE_NONE,
+    DBR_RECOMPUTE_CHEN, /* sqrt(n) segments (Chen et al. 2016), greedy under a budget */
+    DBR_RECOMPUTE_DP,   /* lower-set dynamic programming (Kusumoto et al. 2019) */
+    DBR_RECOMPUTE_ILP   /* exact MILP (GLPK), small graphs only */
+} dbr_recompute;
+
 typedef struct dbr_config {
     dbr_device device;
     dbr_mode mode;
     uint64_t seed;          /* drives parameter init, dropout, data shuffling */
     int threads;            /* BLAS and kernel threads; 0 = library default */
-    int64_t memory_budget;  /* bytes; 0 = unlimited (used by the planner) */
+    /* Compiled mode: every device allocation of a step (parameters,
+     * optimizer state, inputs, outputs, the arena of activations and
+     * gradients) stays within the budget, recomputing forward values in
+     * backward as needed; a step that cannot fit is an error naming the
+     * least peak it can reach. Bytes, or (when memory_budget is 0) a
+     * fraction in (0, 1] of the step's peak without recomputation. */
+    int64_t memory_budget;
+    double memory_budget_frac;
+    dbr_recompute recompute;
 } dbr_config;
 
 typedef struct dbr_ctx dbr_ctx;
@@ -99,6 +116,24 @@ void dbr_reset_peak(dbr_ctx *ctx);
  * misses, time spent compiling, graph breaks (reads of values that forced
  * part of a step to run early), and the last plan's arena and its lower
  * bound (the most bytes simultaneously live in its schedule). */
+/* The memory of a compiled step, as planned: the arena is what memplan
+ * laid out; the other parts are what the device holds beside it while the
+ * plan runs. */
+typedef struct dbr_step_mem {
+    int64_t budget;        /* bytes; 0 = none */
+    int64_t peak;          /* the parts below together */
+    int64_t params;        /* parameters and buffers the plan reads */
+    int64_t optim_state;
+    int64_t inputs;        /* inputs, values computed earlier in the step, constants */
+    int64_t outputs;       /* copied out (loss, kept values), gradient buffers */
+    int64_t arena;         /* activations, gradients and scratch */
+    int64_t grads;         /* of the arena: parameter gradients */
+    int64_t noremat_arena; /* the arena with nothing recomputed */
+    int32_t recomputed;    /* forward ops run again in backward */
+    double recompute_pct;  /* their time as % of the forward pass (cost model) */
+    double plan_ms;        /* planning under the budget */
+} dbr_step_mem;
+
 typedef struct dbr_stats {
     int64_t cache_hits, cache_misses, plans;
     double compile_ms;
@@ -107,6 +142,7 @@ typedef struct dbr_stats {
     int64_t pass_free_hits; /* hits found before autodiff: no pass ran at all */
     double host_ms; /* recording ops, cutting, hashing, cache lookups, binding */
     double run_ms;  /* running plans */
+    dbr_step_mem mem; /* of the last compiled plan run */
 } dbr_stats;
 void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out);
 

@@ -341,7 +341,7 @@ static int verify_node(const dbr_graph *g, int32_t i, char *err, size_t errlen)
         return dbr_errf(err, errlen, "node %d (%s): %d inputs, but %s takes %d to %d", (int)i, oi->name,
                     (int)n->n_in, oi->name, oi->min_in, oi->max_in);
     }
-    if ((unsigned)n->phase > DBR_PH_OPT)
+    if ((unsigned)n->phase > DBR_PH_RECOMP)
         return dbr_errf(err, errlen, "node %d (%s): unknown phase %d", (int)i, oi->name, (int)n->phase);
     if (n->out < 0 || n->out >= g->n_vals)
         return dbr_errf(err, errlen, "node %d (%s): output is value %d, out of range (%d values)", (int)i,
@@ -575,7 +575,7 @@ void dbr_graph_print(const dbr_graph *g, FILE *f)
         print_vtype(f, g, v);
         fputs(x->is_output ? " [out]\n" : "\n", f);
     }
-    static const char *const phases[] = {"fwd", "bwd", "opt"};
+    static const char *const phases[] = {"fwd", "bwd", "opt", "recomp"};
     for (int32_t i = 0; i < g->n_nodes; i++) {
         const dbr_inode *n = &g->nodes[i];
         fprintf(f, "%%%d = ", (int)n->out);
@@ -597,7 +597,7 @@ void dbr_graph_print(const dbr_graph *g, FILE *f)
             const char *base = strrchr(n->file, '/');
             fprintf(f, " %s:%d", base ? base + 1 : n->file, (int)n->line);
         }
-        if ((unsigned)n->phase <= DBR_PH_OPT)
+        if ((unsigned)n->phase <= DBR_PH_RECOMP)
             fprintf(f, " %s\n", phases[n->phase]);
         else
             fprintf(f, " phase%d\n", (int)n->phase);

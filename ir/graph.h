@@ -17,7 +17,12 @@ typedef enum dbr_vkind {
 } dbr_vkind;
 
 /* Which part of the step a node belongs to (for dumps and colours). */
-typedef enum dbr_phase { DBR_PH_FWD, DBR_PH_BWD, DBR_PH_OPT } dbr_phase;
+typedef enum dbr_phase {
+    DBR_PH_FWD,
+    DBR_PH_BWD,
+    DBR_PH_OPT,
+    DBR_PH_RECOMP /* a forward node computed again during backward (passes/remat_apply.c) */
+} dbr_phase;
 
 typedef struct dbr_value {
     dbr_tinfo t;

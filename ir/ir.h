@@ -118,6 +118,8 @@ int dbr_grad(dbr_bld *b, const dbr_gnode *n, dbr_val *gy, const bool needs[], db
 /* Writes a message into err (when err and errlen allow) and returns -1:
  * the one way ir/ and passes/ report a failure. */
 int dbr_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* "1.50 MiB": bytes in binary units with two decimals, for messages. */
+void dbr_human_bytes(int64_t b, char *buf, size_t n);
 
 /* Helpers shared by rules and the frontend. */
 /* Sum g (of a broadcast result) down to `to`'s shape; returns g if equal. */

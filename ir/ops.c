@@ -69,3 +69,11 @@ int dbr_errf(char *err, size_t errlen, const char *fmt, ...) {
     }
     return -1;
 }
+
+void dbr_human_bytes(int64_t b, char *buf, size_t n) {
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double x = (double)b;
+    int k = 0;
+    while ((x >= 1024 || x <= -1024) && k < 4) x /= 1024, k++;
+    snprintf(buf, n, "%.2f %s", x, unit[k]);
+}

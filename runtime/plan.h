@@ -33,6 +33,18 @@ typedef struct dbr_launch {
     int64_t out;
 } dbr_launch;
 
+/* What the device holds while a plan runs, as planned (the frontend
+ * reports it as dbr_step_mem). */
+typedef struct dbr_plan_mem {
+    int64_t budget;             /* 0 = none */
+    int64_t params, optim_state, inputs, outputs; /* beside the arena */
+    int64_t grads;              /* parameter gradients, inside the arena */
+    int64_t noremat_arena;      /* the arena with nothing recomputed */
+    int32_t recomputed;
+    double recompute_pct;
+    double plan_ms;
+} dbr_plan_mem;
+
 typedef struct dbr_plan {
     uint64_t key;
     dbr_launch *launches;
@@ -43,6 +55,7 @@ typedef struct dbr_plan {
     int32_t n_outputs;
     int64_t arena_bytes, lower_bound;
     int32_t n_inplace;
+    dbr_plan_mem mem;
     void *arena;              /* device memory of dev: set before each run; plans of one
                                  context share one arena, as only one runs at a time */
     const dbr_device_ops *dev;

@@ -120,6 +120,7 @@ static const char *phase_color(dbr_phase p) {
     case DBR_PH_FWD: return DBR_DOT_FWD_COLOR;
     case DBR_PH_BWD: return DBR_DOT_BWD_COLOR;
     case DBR_PH_OPT: return DBR_DOT_OPT_COLOR;
+    case DBR_PH_RECOMP: return DBR_DOT_RECOMP_COLOR;
     }
     return DBR_DOT_FWD_COLOR;
 }
@@ -295,10 +296,10 @@ static void emit_node(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, int32_
 }
 
 static void emit_legend(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, const sel *s) {
-    bool phase[3] = {false, false, false}, kind[5] = {false, false, false, false, false};
+    bool phase[4] = {false, false, false, false}, kind[5] = {false, false, false, false, false};
     bool context = false, mark[4] = {false, false, false, false};
     for (int32_t i = 0; i < g->n_nodes; i++) {
-        if (s->node[i] == SHOW && (unsigned)g->nodes[i].phase <= DBR_PH_OPT)
+        if (s->node[i] == SHOW && (unsigned)g->nodes[i].phase <= DBR_PH_RECOMP)
             phase[g->nodes[i].phase] = true;
         context |= s->node[i] == FADE;
         if (s->node[i] != HIDE) mark[mark_of(g, o, i, s->node[i] == FADE)] = true;
@@ -308,7 +309,7 @@ static void emit_legend(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, cons
             kind[g->vals[v].kind] = true;
 
     bool any = context;
-    for (int p = 0; p < 3; p++) any |= phase[p];
+    for (int p = 0; p < 4; p++) any |= phase[p];
     for (int m = 1; m < 4; m++) any |= mark[m];
     for (int k = 0; k < 5; k++) any |= kind[k];
     if (!any) return; /* an empty drawing */
@@ -321,11 +322,11 @@ static void emit_legend(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, cons
                  "    rank=same;\n"
                  "    node [fontsize=9, height=0.3];\n"
                  "    legend_title [shape=plaintext, fontsize=10, label=\"legend:\"];\n");
-    static const char *const pname[3] = {"forward", "backward", "optimizer"};
-    static const char *const pkey[3] = {"fwd", "bwd", "opt"};
+    static const char *const pname[4] = {"forward", "backward", "optimizer", "recompute"};
+    static const char *const pkey[4] = {"fwd", "bwd", "opt", "recomp"};
     const char *keys[16] = {"title"};
     int n = 1;
-    for (int p = 0; p < 3; p++)
+    for (int p = 0; p < 4; p++)
         if (phase[p]) {
             sb_printf(b, "    legend_%s [shape=box, style=filled, fillcolor=\"%s\", label=\"%s\"];\n",
                       pkey[p], phase_color((dbr_phase)p), pname[p]);

@@ -14,6 +14,7 @@
 #define DBR_DOT_FWD_COLOR "#dae8fc"     /* light blue */
 #define DBR_DOT_BWD_COLOR "#f8cecc"     /* light red */
 #define DBR_DOT_OPT_COLOR "#d5e8d4"     /* light green */
+#define DBR_DOT_RECOMP_COLOR "#ffe6cc"  /* light orange */
 #define DBR_DOT_PARAM_COLOR "#fff2cc"   /* light yellow */
 #define DBR_DOT_BUFFER_COLOR "#e1d5e7"  /* light purple */
 #define DBR_DOT_INPUT_COLOR "#ffffff"

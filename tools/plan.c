@@ -72,14 +72,6 @@ int dbr_parse_budget(const char *s, int64_t *bytes, double *frac) {
     return 0;
 }
 
-void dbr_human_bytes(int64_t b, char *buf, size_t n) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double x = (double)b;
-    int k = 0;
-    while (x >= 1024 && k < 4) x /= 1024, k++;
-    snprintf(buf, n, "%.2f %s", x, u[k]);
-}
-
 /* Records one forward pass and loss of a zoo model in meta mode. */
 static int model_graph(const char *name, int64_t batch, dbr_rgraph *rg, char *err, size_t n) {
     const dbr_model_info *m = dbr_model_find(name);

@@ -5,6 +5,8 @@
 /* argv after "plan"; returns the exit status (0, 1 error, 2 bad flags). */
 int dbr_cmd_plan(int argc, char **argv);
 
+#include "ir/ir.h" /* dbr_human_bytes */
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +15,5 @@ int dbr_cmd_plan(int argc, char **argv);
  * as 0.4. 0, or -1 when it is neither. */
 int dbr_parse_budget(const char *s, int64_t *bytes, double *frac);
 /* "1.50 GiB" */
-void dbr_human_bytes(int64_t b, char *buf, size_t n);
 
 #endif
