@@ -62,6 +62,8 @@ typedef struct dbr_trace {
     double host_ms, run_ms;    /* recording and flush bookkeeping; running plans */
     int64_t arena_bytes, lower_bound; /* of the last plan run */
     dbr_step_mem mem;                 /* of the last plan run */
+    int64_t budget_bytes;             /* memory_budget_frac as bytes, once a training step
+                                         resolved it */
 } dbr_trace;
 
 struct dbr_ctx {

@@ -438,6 +438,12 @@ static dbr_plan_mem mem_parts(const dbr_graph *g, const out_req *req, int32_t n_
     return m;
 }
 
+static bool has_backward(const dbr_graph *g) {
+    for (int32_t k = 0; k < g->n_nodes; k++)
+        if (g->nodes[k].phase == DBR_PH_BWD) return true;
+    return false;
+}
+
 static dbr_remat_strategy remat_strategy(dbr_recompute r) {
     switch (r) {
     case DBR_RECOMPUTE_NONE: return DBR_REMAT_NONE;
@@ -469,25 +475,35 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
     if (dbr_graph_verify(g, err, errlen)) goto fail;
     p->mem = mem_parts(g, req, s->n_outputs);
     int64_t fixed = p->mem.params + p->mem.optim_state + p->mem.inputs + p->mem.outputs;
-    dbr_step_budget sb = {.budget = ctx->cfg.memory_budget,
-                          .budget_frac = ctx->cfg.memory_budget_frac,
+    bool frac = !ctx->cfg.memory_budget && !ctx->tr.budget_bytes;
+    dbr_step_budget sb = {.budget = frac ? 0 : ctx->cfg.memory_budget ? ctx->cfg.memory_budget
+                                                                      : ctx->tr.budget_bytes,
+                          .budget_frac = frac ? ctx->cfg.memory_budget_frac : 0,
                           .fixed = fixed,
                           .strategy = remat_strategy(ctx->cfg.recompute)};
     if (dbr_step_plan_build(g, &sb, &sp, err, errlen)) goto fail;
     if (!sp.feasible) {
-        char b[5][32];
+        char b[8][32];
         dbr_human_bytes(sp.budget, b[0], sizeof b[0]);
         dbr_human_bytes(fixed + sp.min_arena, b[1], sizeof b[1]);
-        dbr_human_bytes(fixed, b[2], sizeof b[2]);
-        dbr_human_bytes(sp.min_arena, b[3], sizeof b[3]);
-        dbr_human_bytes(fixed + sp.noremat_arena, b[4], sizeof b[4]);
+        dbr_human_bytes(p->mem.params, b[2], sizeof b[2]);
+        dbr_human_bytes(p->mem.optim_state, b[3], sizeof b[3]);
+        dbr_human_bytes(p->mem.inputs, b[4], sizeof b[4]);
+        dbr_human_bytes(p->mem.outputs, b[5], sizeof b[5]);
+        dbr_human_bytes(sp.min_arena, b[6], sizeof b[6]);
+        dbr_human_bytes(fixed + sp.noremat_arena, b[7], sizeof b[7]);
         snprintf(err, errlen,
                  "memory budget %s cannot be met: the least this step can take is %s "
-                 "(%s of parameters, optimizer state, inputs and outputs, and an arena of at "
-                 "least %s); without recomputation it takes %s",
-                 b[0], b[1], b[2], b[3], b[4]);
+                 "(parameters %s, optimizer state %s, inputs %s, outputs %s, and an arena of at "
+                 "least %s for activations and gradients); without recomputation it takes %s",
+                 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
         goto fail;
     }
+    /* a fraction is of the training step's peak: later plans (evaluation,
+     * a last smaller batch) keep the bytes it came to */
+    if (!ctx->cfg.memory_budget && ctx->cfg.memory_budget_frac > 0 && !ctx->tr.budget_bytes &&
+        has_backward(g))
+        ctx->tr.budget_bytes = sp.budget;
     dbr_graph_free(g);
     g = sp.g; /* the step as it runs: its node order is the schedule */
     sp.g = NULL;

@@ -47,7 +47,8 @@ static void bad_flags_exit_2(void **state) {
     (void)state;
     const char *bad[] = {"", "frobnicate", "train --model resnet9000", "train --epochs 0",
                          "train --batch -3", "train --lr abc", "train --optimizer rmsprop",
-                         "train --bogus", "train --epochs"};
+                         "train --bogus", "train --epochs", "train --budget lots",
+                         "train --mode eager --budget 50%", "train --recompute magic"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = run(bad[i], out, sizeof out);
         if (rc != 2) fail_msg("`dbr %s` exited %d, expected 2 (output: %s)", bad[i], rc, out);
@@ -99,6 +100,35 @@ static void compiled_run_json(void **state) {
                           "\"arena_lower_bound\":"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!strstr(out, keys[i])) fail_msg("--json output lacks %s: %s", keys[i], out);
+}
+
+/* Under a budget: the step's planned peak within it, the parts reported,
+ * something recomputed; a budget below the least reachable peak exits 1
+ * with that least peak. */
+static void budget_run_json(void **state) {
+    (void)state;
+    if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) != 0 &&
+        !getenv("DBR_FASHION_MNIST"))
+        skip();
+    int rc = run("train --model cnn --steps 4 --batch 32 --budget 85% --json", out, sizeof out);
+    if (rc != 0) fail_msg("exit %d: %s", rc, out);
+    const char *keys[] = {"\"mode\": \"compiled\"", "\"budget_bytes\":", "\"step_peak_bytes\":",
+                          "\"optim_state_bytes\":", "\"grads_bytes\":", "\"recomputed\":"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strstr(out, keys[i])) fail_msg("--json output lacks %s: %s", keys[i], out);
+    long long budget = atoll(strstr(out, "\"budget_bytes\":") + 15);
+    long long step = atoll(strstr(out, "\"step_peak_bytes\":") + 18);
+    long long noremat = atoll(strstr(out, "\"noremat_arena_bytes\":") + 22);
+    long long arena = atoll(strstr(out, "\"arena_bytes\":") + 14);
+    long long peak = atoll(strstr(out, "\"peak_bytes\":") + 13);
+    assert_true(budget > 0);
+    assert_true(step <= budget);
+    assert_true(peak <= budget);
+    assert_true(arena < noremat);
+    rc = run("train --model cnn --steps 2 --budget 100KiB", out, sizeof out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "memory budget 100.00 KiB cannot be met"));
+    assert_non_null(strstr(out, "the least this step can take is"));
 }
 
 static void dot_draws_the_step(void **state) {
@@ -174,6 +204,7 @@ int main(void) {
         cmocka_unit_test(missing_data_exit_1),
         cmocka_unit_test(short_run_json),
         cmocka_unit_test(compiled_run_json),
+        cmocka_unit_test(budget_run_json),
         cmocka_unit_test(dot_draws_the_step),
         cmocka_unit_test(plan_reports),
     };

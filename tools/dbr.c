@@ -58,6 +58,12 @@ static void usage_train(FILE *f) {
             "  --seed S           seed for initialization and shuffling (default 0)\n"
             "  --steps K          stop after K training steps in total (default: all epochs)\n"
             "  --threads T        BLAS threads (default: the library's choice)\n"
+            "  --budget SIZE|PCT  compiled mode under a memory budget: bytes (3GiB, 512MiB) or a\n"
+            "                     percentage of the step's no-recompute peak (40%%); everything\n"
+            "                     the step holds counts (parameters, optimizer state, inputs,\n"
+            "                     activations, gradients); forward values are recomputed in\n"
+            "                     backward to fit, and the summary reports the real peak\n"
+            "  --recompute NAME   auto (default) | none | chen | dp | ilp: the planner\n"
             "  --data DIR         folder with the Fashion-MNIST .gz files\n"
             "                     (default $DBR_FASHION_MNIST or %s)\n"
             "  --save PATH        save the trained parameters as .npz\n"
@@ -67,12 +73,14 @@ static void usage_train(FILE *f) {
 }
 
 typedef struct train_args {
-    const char *model, *optimizer, *data, *save, *mode;
+    const char *model, *optimizer, *data, *save, *mode, *budget_s, *recompute;
     int64_t epochs, batch, steps;
+    int64_t budget;     /* --budget in bytes, or */
+    double budget_frac; /* as a fraction of the no-recompute peak */
     double lr, wd;
     uint64_t seed;
     int threads;
-    bool json;
+    bool json, mode_given;
 } train_args;
 
 static int bad_flag(const char *fmt, const char *a, const char *b) {
@@ -126,6 +134,7 @@ static int parse_train(int argc, char **argv, train_args *a) {
             if (strcmp(v, "eager") && strcmp(v, "compiled"))
                 return bad_flag("unknown mode '%s' (known: %s)", v, "eager, compiled");
             a->mode = v;
+            a->mode_given = true;
         } else if (!strcmp(f, "--optimizer")) {
             if (strcmp(v, "sgd") && strcmp(v, "momentum") && strcmp(v, "adam") && strcmp(v, "adamw"))
                 return bad_flag("unknown optimizer '%s' (known: %s)", v, "sgd, momentum, adam, adamw");
@@ -157,6 +166,17 @@ static int parse_train(int argc, char **argv, train_args *a) {
                 a->lr = x;
             else
                 a->wd = x;
+        } else if (!strcmp(f, "--budget")) {
+            if (dbr_parse_budget(v, &a->budget, &a->budget_frac))
+                return bad_flag("--budget expects bytes (e.g. 3GiB, 512MiB) or a percentage of "
+                                "the no-recompute peak (e.g. 40%%), got '%s'%s", v, "");
+            a->budget_s = v;
+        } else if (!strcmp(f, "--recompute")) {
+            if (strcmp(v, "auto") && strcmp(v, "none") && strcmp(v, "chen") && strcmp(v, "dp") &&
+                strcmp(v, "ilp"))
+                return bad_flag("unknown recompute strategy '%s' (known: %s)", v,
+                                "auto, none, chen, dp, ilp");
+            a->recompute = v;
         } else if (!strcmp(f, "--data")) {
             a->data = v;
         } else if (!strcmp(f, "--save")) {
@@ -164,6 +184,14 @@ static int parse_train(int argc, char **argv, train_args *a) {
         } else {
             return bad_flag("unknown flag '%s'%s", f, "");
         }
+    }
+    if (a->budget_s || a->recompute) {
+        /* recomputation is a compiled-mode pass */
+        if (a->mode_given && !strcmp(a->mode, "eager"))
+            return bad_flag("%s needs compiled mode: eager mode runs each op at once and keeps "
+                            "what backward needs%s",
+                            a->budget_s ? "--budget" : "--recompute", "");
+        a->mode = "compiled";
     }
     /* the model's recipe fills what the flags leave open */
     const dbr_model_info *m = dbr_model_find(a->model);
@@ -211,8 +239,9 @@ static int fail(dbr_ctx *ctx) {
     return 1;
 }
 
-static double evaluate(dbr_ctx *ctx, dbr_model_fn fn, const dbr_dataset *ds, int *rc) {
-    int64_t bs = 250, d = ds->rows * ds->cols, ok = 0;
+static double evaluate(dbr_ctx *ctx, dbr_model_fn fn, const dbr_dataset *ds, int64_t bs,
+                       int *rc) {
+    int64_t d = ds->rows * ds->cols, ok = 0;
     float *z = malloc((size_t)bs * 10 * sizeof *z);
     dbr_set_training(ctx, false);
     for (int64_t s = 0; s < ds->n && *rc == 0; s += bs) {
@@ -240,6 +269,14 @@ static int cmd_train(int argc, char **argv) {
     cfg.seed = a.seed;
     cfg.threads = a.threads;
     cfg.mode = strcmp(a.mode, "compiled") ? DBR_MODE_EAGER : DBR_MODE_COMPILED;
+    cfg.memory_budget = a.budget;
+    cfg.memory_budget_frac = a.budget_frac;
+    if (a.recompute)
+        cfg.recompute = !strcmp(a.recompute, "none")   ? DBR_RECOMPUTE_NONE
+                        : !strcmp(a.recompute, "chen") ? DBR_RECOMPUTE_CHEN
+                        : !strcmp(a.recompute, "dp")   ? DBR_RECOMPUTE_DP
+                        : !strcmp(a.recompute, "ilp")  ? DBR_RECOMPUTE_ILP
+                                                       : DBR_RECOMPUTE_AUTO;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (!ctx) {
         fprintf(stderr, "dbr: out of memory\n");
@@ -324,7 +361,11 @@ static int cmd_train(int argc, char **argv) {
     int64_t peak = dbr_peak_bytes(ctx); /* of training; evaluation is not counted */
     dbr_stats st;
     dbr_stats_get(ctx, &st);
-    double acc = rc ? 0 : evaluate(ctx, m->fn, &test, &rc);
+    dbr_step_mem train_mem = st.mem; /* evaluation's plans come later */
+    /* under a budget, evaluation batches are no larger than training's */
+    int64_t eval_bs = a.budget_s && a.batch < 250 ? a.batch : 250;
+    if (rc) goto out; /* the failing step said why */
+    double acc = evaluate(ctx, m->fn, &test, eval_bs, &rc);
     if (rc) {
         rc = fail(ctx);
         goto out;
@@ -339,13 +380,20 @@ static int cmd_train(int argc, char **argv) {
                "\"seconds\": %.3f, \"samples_per_s\": %.1f, \"peak_bytes\": %lld, \"seed\": %llu, "
                "\"mode\": \"%s\", \"cache_hits\": %lld, \"cache_misses\": %lld, "
                "\"compile_ms\": %.3f, \"graph_breaks\": %lld, \"arena_bytes\": %lld, "
-               "\"arena_lower_bound\": %lld}\n",
+               "\"arena_lower_bound\": %lld, \"budget_bytes\": %lld, \"step_peak_bytes\": %lld, "
+               "\"params_bytes\": %lld, \"optim_state_bytes\": %lld, \"inputs_bytes\": %lld, "
+               "\"outputs_bytes\": %lld, \"grads_bytes\": %lld, \"noremat_arena_bytes\": %lld, "
+               "\"recomputed\": %d, \"recompute_pct\": %.2f}\n",
                a.model, a.optimizer, a.lr, (long long)a.batch, (long long)epochs_run,
                (long long)steps, final_loss, acc, train_s,
                (double)steps * (double)a.batch / (train_s > 0 ? train_s : 1e-9), (long long)peak,
                (unsigned long long)a.seed, a.mode, (long long)st.cache_hits,
                (long long)st.cache_misses, st.compile_ms, (long long)st.graph_breaks,
-               (long long)st.arena_bytes, (long long)st.arena_lower_bound);
+               (long long)st.arena_bytes, (long long)st.arena_lower_bound,
+               (long long)st.mem.budget, (long long)st.mem.peak, (long long)st.mem.params,
+               (long long)st.mem.optim_state, (long long)st.mem.inputs, (long long)st.mem.outputs,
+               (long long)st.mem.grads, (long long)st.mem.noremat_arena, st.mem.recomputed,
+               st.mem.recompute_pct);
     } else {
         char pb[32];
         dbr_human_bytes(peak, pb, sizeof pb);
@@ -359,6 +407,25 @@ static int cmd_train(int argc, char **argv) {
                    "%lld graph breaks, arena %s (lower bound %s)\n",
                    (long long)st.cache_hits, (long long)st.cache_misses, (long long)st.plans,
                    st.compile_ms, (long long)st.graph_breaks, ab, lb);
+            const dbr_step_mem *mm = &train_mem;
+            char b[7][32];
+            dbr_human_bytes(mm->peak, b[0], sizeof b[0]);
+            dbr_human_bytes(mm->params, b[1], sizeof b[1]);
+            dbr_human_bytes(mm->grads, b[2], sizeof b[2]);
+            dbr_human_bytes(mm->optim_state, b[3], sizeof b[3]);
+            dbr_human_bytes(mm->inputs + mm->outputs, b[4], sizeof b[4]);
+            dbr_human_bytes(mm->arena, b[5], sizeof b[5]);
+            dbr_human_bytes(mm->noremat_arena, b[6], sizeof b[6]);
+            printf("step memory %s: parameters %s, optimizer state %s, inputs and outputs %s, "
+                   "arena %s (gradients %s of it; %s without recomputation)\n",
+                   b[0], b[1], b[3], b[4], b[5], b[2], b[6]);
+            if (mm->budget) {
+                dbr_human_bytes(mm->budget, b[0], sizeof b[0]);
+                dbr_human_bytes(peak, b[1], sizeof b[1]);
+                printf("budget %s: %d forward ops recomputed (+%.1f%% forward time, cost model), "
+                       "measured device peak %s\n",
+                       b[0], mm->recomputed, mm->recompute_pct, b[1]);
+            }
         }
     }
 out:
