@@ -326,7 +326,7 @@ dbr_tensor *dbr_batch_norm_(dbr_ctx *ctx, dbr_tensor *x, dbr_tensor *gamma, dbr_
                 dbr_effect e = {.vid = st->vid, .running_mean = running_mean,
                                 .running_var = running_var, .momentum = momentum,
                                 .count = x->numel / c};
-                if (ctx->cfg.mode == DBR_MODE_COMPILED && dbr_trace_effect(ctx, &e)) {
+                if (dbr_trace_effect(ctx, &e)) { /* meta mode: so plans count the output */
                     dbr_set_error(ctx, file, line, api, "out of memory");
                     return NULL;
                 }

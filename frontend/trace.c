@@ -421,7 +421,7 @@ static int64_t aligned_bytes(const dbr_tinfo *t) {
 /* What the device holds beside the arena while g runs: the leaves it
  * binds and what the flush copies out. */
 static dbr_plan_mem mem_parts(const dbr_graph *g, const out_req *req, int32_t n_req) {
-    dbr_plan_mem m = {0};
+    dbr_plan_mem m = {.strategy = "none"};
     for (int32_t v = 0; v < g->n_vals; v++) {
         const dbr_value *x = &g->vals[v];
         int64_t b = aligned_bytes(&x->t);
@@ -438,6 +438,27 @@ static dbr_plan_mem mem_parts(const dbr_graph *g, const out_req *req, int32_t n_
     return m;
 }
 
+static void mem_of_plan(dbr_plan_mem *m, const dbr_step_plan *sp) {
+    m->budget = sp->budget;
+    m->noremat_arena = sp->noremat_arena;
+    m->min_arena = sp->min_arena;
+    m->recomputed = sp->n_recomputed;
+    m->recompute_pct = sp->fwd_time > 0 ? 100.0 * sp->recompute_time / sp->fwd_time : 0;
+    m->plan_ms = sp->plan_ms;
+    m->feasible = sp->feasible;
+    m->strategy = dbr_remat_strategy_name(sp->strategy);
+}
+
+static dbr_step_mem step_mem_of(const dbr_plan_mem *m, int64_t arena) {
+    int64_t fixed = m->params + m->optim_state + m->inputs + m->outputs;
+    return (dbr_step_mem){.budget = m->budget, .params = m->params, .optim_state = m->optim_state,
+                          .inputs = m->inputs, .outputs = m->outputs, .arena = arena,
+                          .grads = m->grads, .noremat_arena = m->noremat_arena,
+                          .recomputed = m->recomputed, .recompute_pct = m->recompute_pct,
+                          .plan_ms = m->plan_ms, .peak = fixed + arena, .feasible = m->feasible,
+                          .min_peak = fixed + m->min_arena, .strategy = m->strategy};
+}
+
 static bool has_backward(const dbr_graph *g) {
     for (int32_t k = 0; k < g->n_nodes; k++)
         if (g->nodes[k].phase == DBR_PH_BWD) return true;
@@ -452,6 +473,17 @@ static dbr_remat_strategy remat_strategy(dbr_recompute r) {
     case DBR_RECOMPUTE_ILP: return DBR_REMAT_ILP;
     default: return DBR_REMAT_AUTO;
     }
+}
+
+/* The context's budget for a step holding `fixed` bytes beside its arena. */
+static dbr_step_budget step_budget(const dbr_ctx *ctx, int64_t fixed) {
+    bool frac = !ctx->cfg.memory_budget && !ctx->tr.budget_bytes;
+    return (dbr_step_budget){.budget = frac                      ? 0
+                                       : ctx->cfg.memory_budget ? ctx->cfg.memory_budget
+                                                                : ctx->tr.budget_bytes,
+                             .budget_frac = frac ? ctx->cfg.memory_budget_frac : 0,
+                             .fixed = fixed,
+                             .strategy = remat_strategy(ctx->cfg.recompute)};
 }
 
 /* segment -> simplify -> budget (recompute, move updates up) -> memplan ->
@@ -475,12 +507,7 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
     if (dbr_graph_verify(g, err, errlen)) goto fail;
     p->mem = mem_parts(g, req, s->n_outputs);
     int64_t fixed = p->mem.params + p->mem.optim_state + p->mem.inputs + p->mem.outputs;
-    bool frac = !ctx->cfg.memory_budget && !ctx->tr.budget_bytes;
-    dbr_step_budget sb = {.budget = frac ? 0 : ctx->cfg.memory_budget ? ctx->cfg.memory_budget
-                                                                      : ctx->tr.budget_bytes,
-                          .budget_frac = frac ? ctx->cfg.memory_budget_frac : 0,
-                          .fixed = fixed,
-                          .strategy = remat_strategy(ctx->cfg.recompute)};
+    dbr_step_budget sb = step_budget(ctx, fixed);
     if (dbr_step_plan_build(g, &sb, &sp, err, errlen)) goto fail;
     if (!sp.feasible) {
         char b[8][32];
@@ -553,11 +580,7 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
     p->arena_bytes = mp->arena_bytes;
     p->lower_bound = mp->lower_bound;
     p->n_inplace = mp->n_inplace;
-    p->mem.budget = sp.budget;
-    p->mem.noremat_arena = sp.noremat_arena;
-    p->mem.recomputed = sp.n_recomputed;
-    p->mem.recompute_pct = sp.fwd_time > 0 ? 100.0 * sp.recompute_time / sp.fwd_time : 0;
-    p->mem.plan_ms = sp.plan_ms;
+    mem_of_plan(&p->mem, &sp);
     if (arena_reserve(ctx, p->dev, p->arena_bytes)) goto oom;
     ctx->live_bytes += plan_bytes(p);
     if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
@@ -718,13 +741,7 @@ static int run_plan(dbr_ctx *ctx, dbr_plan *p, dbr_tensor *const *mat, out_req *
         tr->n_effects = 0;
         tr->arena_bytes = p->arena_bytes;
         tr->lower_bound = p->lower_bound;
-        const dbr_plan_mem *m = &p->mem;
-        tr->mem = (dbr_step_mem){
-            .budget = m->budget, .params = m->params, .optim_state = m->optim_state,
-            .inputs = m->inputs, .outputs = m->outputs, .arena = p->arena_bytes,
-            .grads = m->grads, .noremat_arena = m->noremat_arena, .recomputed = m->recomputed,
-            .recompute_pct = m->recompute_pct, .plan_ms = m->plan_ms};
-        tr->mem.peak = m->params + m->optim_state + m->inputs + m->outputs + p->arena_bytes;
+        tr->mem = step_mem_of(&p->mem, p->arena_bytes);
         tr->flushes++;
         tr->step_flushes++;
     }
@@ -1074,6 +1091,75 @@ const struct dbr_graph *dbr_graph_of(dbr_ctx *ctx) {
         return NULL;
     }
     return graph(ctx);
+}
+
+int dbr_plan_step_(dbr_ctx *ctx, dbr_step_mem *out, const char *file, int line) {
+    const char *api = "dbr_plan_step";
+    memset(out, 0, sizeof *out);
+    if (!ctx) return -1;
+    if (!dbr_recording(ctx)) {
+        dbr_set_error(ctx, file, line, api, "plans a recorded step: use compiled or meta mode");
+        return -1;
+    }
+    const dbr_graph *tg = dbr_graph_of(ctx); /* runs autodiff after dbr_backward */
+    if (!tg) return -1;
+    if (tg->n_nodes == 0) {
+        dbr_set_error(ctx, file, line, api, "nothing recorded in this step");
+        return -1;
+    }
+    dbr_trace *tr = &ctx->tr;
+    char err[512] = "";
+    dbr_graph *c = dbr_graph_clone(tg), *g = NULL;
+    int32_t *remap = c ? malloc((size_t)(c->n_vals + 1) * sizeof *remap) : NULL;
+    dbr_step_plan sp = {0};
+    int rc = -1;
+    if (!remap) {
+        snprintf(err, sizeof err, "out of memory");
+        goto out;
+    }
+    /* what the step hands out: the loss, the gradients no update consumes,
+     * kept values; updates are outputs of their own */
+    bool updates = false;
+    for (int32_t k = 0; k < c->n_nodes; k++) updates |= c->nodes[k].phase == DBR_PH_OPT;
+    int64_t outputs = 0;
+    for (int32_t v = 0; v < c->n_vals; v++) {
+        const dbr_tensor *t = v < tr->vt_cap ? tr->vt[v] : NULL;
+        bool out_v = v == tr->bwd_loss || (t && t->kept && t->vid == v && t->vgen == tr->gen);
+        if (c->vals[v].kind == DBR_V_INTER && out_v) {
+            c->vals[v].is_output = true;
+            outputs += dbr_tinfo_numel(&c->vals[v].t) * (int64_t)dbr_dt_size(c->vals[v].t.dtype);
+        }
+    }
+    for (int32_t e = 0; e < tr->n_effects; e++) /* batch statistics for the running averages */
+        c->vals[tr->effects[e].vid].is_output = true;
+    for (int32_t k = 0; k < c->n_nodes; k++)
+        if (c->nodes[k].phase == DBR_PH_OPT) c->vals[c->nodes[k].out].is_output = true;
+    for (int32_t k = 0; !updates && k < tr->n_grad; k++)
+        if (tr->grad_vid && tr->grad_vid[k] >= 0) {
+            c->vals[tr->grad_vid[k]].is_output = true;
+            outputs += dbr_tinfo_numel(&c->vals[tr->grad_vid[k]].t) *
+                       (int64_t)dbr_dt_size(c->vals[tr->grad_vid[k]].t.dtype);
+        }
+    if (dbr_simplify(c, &g, remap, NULL, err, sizeof err)) goto out;
+    dbr_plan_mem m = mem_parts(g, NULL, 0);
+    m.outputs = outputs;
+    dbr_step_budget sb = step_budget(ctx, m.params + m.optim_state + m.inputs + m.outputs);
+    if (dbr_step_plan_build(g, &sb, &sp, err, sizeof err)) goto out;
+    mem_of_plan(&m, &sp);
+    for (int32_t k = 0; k < sp.g->n_nodes; k++) {
+        const dbr_inode *nd = &sp.g->nodes[k];
+        if (nd->phase == DBR_PH_OPT && nd->n_in > 1 && sp.mp.offset[nd->in[1]] >= 0)
+            m.grads += dbr_value_arena_bytes(sp.g, nd->in[1]);
+    }
+    *out = step_mem_of(&m, sp.mp.arena_bytes);
+    rc = 0;
+out:
+    if (rc) dbr_set_error(ctx, file, line, api, "%s", err[0] ? err : "out of memory");
+    dbr_step_plan_free(&sp);
+    dbr_graph_free(g);
+    dbr_graph_free(c);
+    free(remap);
+    return rc;
 }
 
 void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out) {

@@ -132,6 +132,9 @@ typedef struct dbr_step_mem {
     int32_t recomputed;    /* forward ops run again in backward */
     double recompute_pct;  /* their time as % of the forward pass (cost model) */
     double plan_ms;        /* planning under the budget */
+    bool feasible;         /* peak <= budget (always when there is none) */
+    int64_t min_peak;      /* the least peak any plan tried reached */
+    const char *strategy;  /* the planner whose plan was taken: none, chen, dp, ilp */
 } dbr_step_mem;
 
 typedef struct dbr_stats {
@@ -145,6 +148,16 @@ typedef struct dbr_stats {
     dbr_step_mem mem; /* of the last compiled plan run */
 } dbr_stats;
 void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out);
+
+/* Plans the step recorded so far (compiled or meta mode) as one compiled
+ * plan under the context's memory budget, without running it: autodiff,
+ * simplification, recomputation and memplan, as dbr_optim_step would. In
+ * meta mode this plans models far larger than the machine. A budget that
+ * cannot be met is not an error here: out->feasible is false and
+ * out->min_peak says how low the step can go. 0, or -1 with dbr_error set
+ * (eager mode, nothing recorded, out of memory). */
+int dbr_plan_step_(dbr_ctx *ctx, dbr_step_mem *out, const char *file, int line);
+#define dbr_plan_step(ctx, out) dbr_plan_step_(ctx, out, __FILE__, __LINE__)
 
 /* The current step's recorded IR graph (compiled and meta modes; NULL in
  * eager mode), with the backward pass appended once dbr_backward was

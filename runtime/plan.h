@@ -40,9 +40,12 @@ typedef struct dbr_plan_mem {
     int64_t params, optim_state, inputs, outputs; /* beside the arena */
     int64_t grads;              /* parameter gradients, inside the arena */
     int64_t noremat_arena;      /* the arena with nothing recomputed */
+    int64_t min_arena;          /* the least arena any plan tried reached */
     int32_t recomputed;
     double recompute_pct;
     double plan_ms;
+    bool feasible;
+    const char *strategy;       /* static string: the planner taken */
 } dbr_plan_mem;
 
 typedef struct dbr_plan {

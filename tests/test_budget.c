@@ -227,6 +227,72 @@ static void loose_budget_recomputes_nothing(void **state) {
     dbr_ctx_free(c);
 }
 
+/* Meta mode plans the same step compiled mode runs: the same arena, parts
+ * and recomputation, without any data. */
+static void meta_plans_what_compiled_runs(void **state) {
+    (void)state;
+    double l[2];
+    char msg[1024] = "";
+    run r = {.m = M_DEEP_CNN, .steps = 1, .frac = 0.5};
+    dbr_ctx *c = train(&r, l, msg, sizeof msg);
+    if (!c) fail_msg("%s", msg);
+    dbr_stats st;
+    dbr_stats_get(c, &st);
+    dbr_ctx_free(c);
+
+    dbr_config cfg = dbr_config_default();
+    cfg.seed = 7;
+    cfg.mode = DBR_MODE_META;
+    cfg.memory_budget_frac = 0.5;
+    dbr_ctx *m = dbr_ctx_new(&cfg);
+    assert_int_equal(dbr_optim_set(m, &(dbr_optim){.kind = DBR_MOMENTUM, .lr = 0.05, .momentum = 0.9}), 0);
+    dbr_step_begin(m);
+    dbr_tensor *x = dbr_input(m, DBR_F32, DBR_SHAPE(16, 784), NULL, false);
+    dbr_tensor *y = dbr_input(m, DBR_I32, DBR_SHAPE(16), NULL, false);
+    dbr_tensor *loss = dbr_cross_entropy(m, deep_cnn(m, x), y);
+    assert_int_equal(dbr_backward(m, loss), 0);
+    assert_int_equal(dbr_optim_step(m), 0);
+    dbr_step_mem pm;
+    if (dbr_plan_step(m, &pm)) fail_msg("%s", dbr_error(m));
+    printf("# compiled / meta: arena %lld / %lld, no-recompute arena %lld / %lld, budget %lld / "
+           "%lld, inputs %lld / %lld, outputs %lld / %lld\n",
+           (long long)st.mem.arena, (long long)pm.arena, (long long)st.mem.noremat_arena,
+           (long long)pm.noremat_arena, (long long)st.mem.budget, (long long)pm.budget,
+           (long long)st.mem.inputs, (long long)pm.inputs, (long long)st.mem.outputs,
+           (long long)pm.outputs);
+    assert_true(pm.feasible);
+    assert_int_equal(pm.arena, st.mem.arena);
+    assert_int_equal(pm.noremat_arena, st.mem.noremat_arena);
+    assert_int_equal(pm.params, st.mem.params);
+    assert_int_equal(pm.optim_state, st.mem.optim_state);
+    assert_int_equal(pm.recomputed, st.mem.recomputed);
+    assert_true(pm.peak <= pm.budget);
+    dbr_step_end(m);
+
+    /* below the least reachable peak: not an error, but feasible false */
+    dbr_ctx_free(m);
+    cfg.memory_budget_frac = 0;
+    cfg.memory_budget = 100 << 10;
+    m = dbr_ctx_new(&cfg);
+    dbr_step_begin(m);
+    x = dbr_input(m, DBR_F32, DBR_SHAPE(16, 784), NULL, false);
+    y = dbr_input(m, DBR_I32, DBR_SHAPE(16), NULL, false);
+    loss = dbr_cross_entropy(m, deep_cnn(m, x), y);
+    assert_int_equal(dbr_backward(m, loss), 0);
+    assert_int_equal(dbr_plan_step(m, &pm), 0);
+    assert_false(pm.feasible);
+    assert_true(pm.min_peak > pm.budget);
+    assert_true(pm.min_peak <= pm.peak);
+    dbr_step_end(m);
+    dbr_ctx_free(m);
+
+    /* eager mode records nothing to plan: an error naming this line */
+    m = dbr_ctx_new(&(dbr_config){.mode = DBR_MODE_EAGER});
+    assert_int_equal(dbr_plan_step(m, &pm), -1);
+    assert_non_null(strstr(dbr_error(m), "test_budget.c:"));
+    dbr_ctx_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cnn_half),
@@ -235,6 +301,7 @@ int main(void) {
         cmocka_unit_test(dropout_chain_recomputes_same_bits),
         cmocka_unit_test(infeasible_budget_says_the_minimum),
         cmocka_unit_test(loose_budget_recomputes_nothing),
+        cmocka_unit_test(meta_plans_what_compiled_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -550,18 +550,6 @@ out:
     return rc;
 }
 
-/* Cross-entropy over the model's class axis: [N, C] logits, per-pixel
- * [N, C, H, W] or per-token [N, T, V] ones, against labels of the matching
- * count (meta mode: shapes only). */
-static dbr_tensor *class_loss(dbr_ctx *ctx, dbr_tensor *z) {
-    if (!z) return NULL;
-    if (z->ndim == 4) z = dbr_permute(ctx, z, DBR_AXES(0, 2, 3, 1));
-    if (z && z->ndim > 2) z = dbr_reshape(ctx, z, DBR_SHAPE(-1, z->shape[z->ndim - 1]));
-    if (!z) return NULL;
-    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(z->shape[0]), NULL, false);
-    return dbr_cross_entropy(ctx, z, y);
-}
-
 static int cmd_dot(int argc, char **argv) {
     const char *model = "mlp", *out = NULL;
     int64_t batch = 64, budget = 0;
@@ -636,22 +624,8 @@ static int cmd_dot(int argc, char **argv) {
     cfg.mode = DBR_MODE_META;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (!ctx) return 1;
-    const dbr_model_info *m = dbr_model_find(model);
     dbr_step_begin(ctx);
-    int64_t shape[4] = {batch, 784};
-    int rank = m->input_rank ? m->input_rank + 1 : 2;
-    for (int i = 0; i < m->input_rank; i++) shape[1 + i] = m->input_dims[i];
-    dbr_tensor *x = dbr_input(ctx, m->input_dtype, rank, shape, NULL, false);
-    dbr_tensor *loss = class_loss(ctx, m->fn(ctx, x));
-    if (!o.forward_only) {
-        /* the model's recipe optimizer, so the drawing shows its updates */
-        dbr_optim opt = {.lr = m->lr};
-        opt.kind = !strcmp(m->optimizer, "sgd")        ? DBR_SGD
-                   : !strcmp(m->optimizer, "momentum") ? DBR_MOMENTUM
-                   : !strcmp(m->optimizer, "adamw")    ? DBR_ADAMW
-                                                       : DBR_ADAM;
-        if (dbr_backward(ctx, loss) == 0 && dbr_optim_set(ctx, &opt) == 0) dbr_optim_step(ctx);
-    }
+    dbr_zoo_record_step(ctx, dbr_model_find(model), batch, o.forward_only);
     const dbr_graph *g = dbr_error(ctx) ? NULL : dbr_graph_of(ctx);
     int rc = 0;
     if (!g) {

@@ -72,7 +72,37 @@ int dbr_parse_budget(const char *s, int64_t *bytes, double *frac) {
     return 0;
 }
 
-/* Records one forward pass and loss of a zoo model in meta mode. */
+/* Cross-entropy over the model's class axis: [N, C] logits, per-pixel
+ * [N, C, H, W] or per-token [N, T, V] ones, against labels of the matching
+ * count (meta mode: shapes only). */
+static dbr_tensor *class_loss(dbr_ctx *ctx, dbr_tensor *z) {
+    if (!z) return NULL;
+    if (z->ndim == 4) z = dbr_permute(ctx, z, DBR_AXES(0, 2, 3, 1));
+    if (z && z->ndim > 2) z = dbr_reshape(ctx, z, DBR_SHAPE(-1, z->shape[z->ndim - 1]));
+    if (!z) return NULL;
+    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(z->shape[0]), NULL, false);
+    return dbr_cross_entropy(ctx, z, y);
+}
+
+int dbr_zoo_record_step(dbr_ctx *ctx, const dbr_model_info *m, int64_t batch, bool forward_only) {
+    int64_t shape[4] = {batch, 784};
+    int rank = m->input_rank ? m->input_rank + 1 : 2;
+    for (int i = 0; i < m->input_rank; i++) shape[1 + i] = m->input_dims[i];
+    dbr_tensor *x = dbr_input(ctx, m->input_dtype, rank, shape, NULL, false);
+    dbr_tensor *loss = class_loss(ctx, m->fn(ctx, x));
+    if (!loss) return -1;
+    if (forward_only) return 0;
+    /* the model's recipe optimizer, so the step holds its updates and state */
+    dbr_optim opt = {.lr = m->lr, .momentum = 0.9};
+    opt.kind = !strcmp(m->optimizer, "sgd")        ? DBR_SGD
+               : !strcmp(m->optimizer, "momentum") ? DBR_MOMENTUM
+               : !strcmp(m->optimizer, "adamw")    ? DBR_ADAMW
+                                                   : DBR_ADAM;
+    if (dbr_backward(ctx, loss) || dbr_optim_set(ctx, &opt) || dbr_optim_step(ctx)) return -1;
+    return 0;
+}
+
+/* Records one forward pass of a zoo model in meta mode. */
 static int model_graph(const char *name, int64_t batch, dbr_rgraph *rg, char *err, size_t n) {
     const dbr_model_info *m = dbr_model_find(name);
     dbr_config cfg = dbr_config_default();
@@ -92,6 +122,31 @@ static int model_graph(const char *name, int64_t batch, dbr_rgraph *rg, char *er
         snprintf(err, n, "%s", dbr_error(ctx) ? dbr_error(ctx) : "recording failed");
     else
         rc = dbr_rgraph_from_ir(g, &cm, rg, err, n);
+    dbr_step_end(ctx);
+    dbr_ctx_free(ctx);
+    return rc;
+}
+
+/* The model's whole training step (backward and optimizer included) as
+ * compiled mode would plan it under the budget: memplan's arena, not the
+ * planner's estimate. */
+static int step_plan(const char *name, int64_t batch, int64_t budget, double frac, int strategy,
+                     dbr_step_mem *mem, char *err, size_t n) {
+    dbr_config cfg = dbr_config_default();
+    cfg.mode = DBR_MODE_META;
+    cfg.memory_budget = budget;
+    cfg.memory_budget_frac = frac;
+    cfg.recompute = strategy == DBR_REMAT_NONE   ? DBR_RECOMPUTE_NONE
+                    : strategy == DBR_REMAT_CHEN ? DBR_RECOMPUTE_CHEN
+                    : strategy == DBR_REMAT_DP   ? DBR_RECOMPUTE_DP
+                    : strategy == DBR_REMAT_ILP  ? DBR_RECOMPUTE_ILP
+                                                 : DBR_RECOMPUTE_AUTO;
+    dbr_ctx *ctx = dbr_ctx_new(&cfg);
+    if (!ctx) return snprintf(err, n, "out of memory"), -1;
+    dbr_step_begin(ctx);
+    int rc = dbr_zoo_record_step(ctx, dbr_model_find(name), batch, false);
+    if (rc == 0) rc = dbr_plan_step(ctx, mem);
+    if (rc) snprintf(err, n, "%s", dbr_error(ctx) ? dbr_error(ctx) : "recording failed");
     dbr_step_end(ctx);
     dbr_ctx_free(ctx);
     return rc;
@@ -577,6 +632,14 @@ int dbr_cmd_plan(int argc, char **argv) {
         return rc;
     }
     int64_t vpeak = vanilla.total_peak;
+    /* the step as compiled mode would run it; a percentage is of its peak */
+    dbr_step_mem sm = {0};
+    bool have_step = false;
+    char serr[1024] = "";
+    if (model) {
+        have_step = step_plan(model, batch, budget, frac, chosen, &sm, serr, sizeof serr) == 0;
+        if (have_step && frac > 0) budget = sm.budget, frac = 0;
+    }
     int64_t total_budget = frac > 0 ? (int64_t)(frac * (double)vpeak) : budget;
     /* the planners budget the arena: what the leaves leave of the step's budget */
     int64_t arena_budget = total_budget ? total_budget - fixed : 0;
@@ -651,6 +714,42 @@ int dbr_cmd_plan(int argc, char **argv) {
                         "peak is %s\n", name, a, b);
         rc = 1;
     }
+    if (model && have_best) {
+        if (!have_step) {
+            fprintf(stderr, "dbr plan: %s: %s\n", name, serr);
+            rc = 1;
+        } else {
+            if (!json) {
+                char b[8][32];
+                dbr_human_bytes(sm.peak, b[0], sizeof b[0]);
+                dbr_human_bytes(sm.params, b[1], sizeof b[1]);
+                dbr_human_bytes(sm.optim_state, b[2], sizeof b[2]);
+                dbr_human_bytes(sm.inputs + sm.outputs, b[3], sizeof b[3]);
+                dbr_human_bytes(sm.arena, b[4], sizeof b[4]);
+                dbr_human_bytes(sm.grads, b[5], sizeof b[5]);
+                dbr_human_bytes(sm.peak - sm.arena + sm.noremat_arena, b[6], sizeof b[6]);
+                dbr_human_bytes(sm.min_peak, b[7], sizeof b[7]);
+                printf("\nthe whole step as compiled (backward and optimizer included; arena "
+                       "laid out by memplan):\n"
+                       "  peak %s = parameters %s + optimizer state %s + inputs and outputs %s + "
+                       "arena %s (gradients %s of it)\n"
+                       "  no recompute %s; %s: %d ops recomputed, +%.1f%% forward time; "
+                       "planned in %.0f ms; fits: %s%s%s",
+                       b[0], b[1], b[2], b[3], b[4], b[5], b[6], sm.strategy ? sm.strategy : "none",
+                       sm.recomputed, sm.recompute_pct, sm.plan_ms, sm.feasible ? "yes" : "no",
+                       sm.feasible ? "" : " (least reachable ", sm.feasible ? "" : b[7]);
+                printf("%s\n", sm.feasible ? "" : ")");
+            }
+            if (!sm.feasible) {
+                char a[32], b[32];
+                dbr_human_bytes(sm.budget, a, sizeof a);
+                dbr_human_bytes(sm.min_peak, b, sizeof b);
+                fprintf(stderr, "dbr plan: %s: the compiled step does not fit the budget %s; "
+                                "the smallest peak it reaches is %s\n", name, a, b);
+                rc = 1;
+            }
+        }
+    }
     if (json && have_best) {
         printf("{\"name\": ");
         json_str(stdout, name);
@@ -666,6 +765,17 @@ int dbr_cmd_plan(int argc, char **argv) {
         json_ids(stdout, &g, best.keep);
         printf(", \"recomputed\": ");
         json_ids(stdout, &g, best.recomputed);
+        if (have_step)
+            printf(", \"step\": {\"strategy\": \"%s\", \"budget_bytes\": %lld, \"peak_bytes\": %lld, "
+                   "\"noremat_peak_bytes\": %lld, \"min_peak_bytes\": %lld, \"params_bytes\": %lld, "
+                   "\"optim_state_bytes\": %lld, \"inputs_bytes\": %lld, \"outputs_bytes\": %lld, "
+                   "\"arena_bytes\": %lld, \"grads_bytes\": %lld, \"recomputed\": %d, "
+                   "\"overhead_pct\": %.3f, \"plan_ms\": %.3f, \"feasible\": %s}",
+                   sm.strategy ? sm.strategy : "none", (long long)sm.budget, (long long)sm.peak,
+                   (long long)(sm.peak - sm.arena + sm.noremat_arena), (long long)sm.min_peak,
+                   (long long)sm.params, (long long)sm.optim_state, (long long)sm.inputs,
+                   (long long)sm.outputs, (long long)sm.arena, (long long)sm.grads, sm.recomputed,
+                   sm.recompute_pct, sm.plan_ms, sm.feasible ? "true" : "false");
         printf("}\n");
     }
     if (have_best) dbr_remat_plan_free(&best);

@@ -7,6 +7,9 @@ int dbr_cmd_plan(int argc, char **argv);
 
 #include "ir/ir.h" /* dbr_human_bytes */
 
+#include "dbr.h"
+
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,6 +17,13 @@ int dbr_cmd_plan(int argc, char **argv);
  * MiB, GiB, TiB) into *bytes, or "40%" (of the no-recompute peak) into *frac
  * as 0.4. 0, or -1 when it is neither. */
 int dbr_parse_budget(const char *s, int64_t *bytes, double *frac);
-/* "1.50 GiB" */
+
+/* Records one training step of a zoo model (meant for meta mode): an input
+ * of the model's shape at this batch, the model, cross-entropy over its
+ * class axis and, unless forward_only, backward and the update of the
+ * model's recipe optimizer. 0, or -1 with dbr_error(ctx) set. */
+struct dbr_model_info;
+int dbr_zoo_record_step(dbr_ctx *ctx, const struct dbr_model_info *m, int64_t batch,
+                        bool forward_only);
 
 #endif
