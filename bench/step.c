@@ -19,6 +19,8 @@ typedef struct bench_opts {
     int threads;
     dbr_mode mode;
     uint64_t seed;
+    double budget_frac; /* compiled mode under a budget: fraction of the no-recompute peak */
+    dbr_recompute recompute;
 } bench_opts;
 
 static double now_ms(void) {
@@ -39,14 +41,33 @@ static uint64_t xorshift(uint64_t *s) {
     return *s;
 }
 
-/* One step; returns the loss (only read when want_loss) or -1 on error. */
+/* Elements of one example's input and its number of labels. */
+static int64_t example_numel(const dbr_model_info *m, int64_t *labels) {
+    int64_t n = 784;
+    *labels = 1;
+    if (m->input_rank) {
+        n = 1;
+        for (int i = 0; i < m->input_rank; i++) n *= m->input_dims[i];
+    }
+    if (m->input_dtype == DBR_I32) *labels = n; /* tokens: one label each */
+    return n;
+}
+
+/* One step; returns the loss (only read when want_loss) or -1 on error.
+ * xs holds floats or, for token models, int32 ids. */
 static double train_step(dbr_ctx *ctx, const dbr_model_info *m, int64_t batch, const float *xs,
                          const int32_t *ys, int want_loss) {
     double loss_v = 0.0;
+    int64_t labels, per = example_numel(m, &labels);
+    int64_t shape[4] = {batch, per};
+    int rank = m->input_rank ? m->input_rank + 1 : 2;
+    for (int i = 0; i < m->input_rank; i++) shape[1 + i] = m->input_dims[i];
     dbr_step_begin(ctx);
-    dbr_tensor *x = dbr_input(ctx, DBR_F32, DBR_SHAPE(batch, 784), xs, false);
-    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(batch), ys, false);
+    dbr_tensor *x = dbr_input(ctx, m->input_dtype, rank, shape, xs, false);
+    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(batch * labels), ys, false);
     dbr_tensor *logits = m->fn(ctx, x);
+    if (logits && logits->ndim == 3)
+        logits = dbr_reshape(ctx, logits, DBR_SHAPE(-1, logits->shape[2]));
     dbr_tensor *loss = dbr_cross_entropy(ctx, logits, y);
     if (loss && want_loss)
         loss_v = dbr_item(ctx, loss);
@@ -72,14 +93,17 @@ static int bench_model(const bench_opts *o, const char *name) {
     cfg.mode = o->mode;
     cfg.seed = o->seed;
     cfg.threads = o->threads;
+    cfg.memory_budget_frac = o->budget_frac;
+    cfg.recompute = o->recompute;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (!ctx) {
         fprintf(stderr, "step: out of memory\n");
         return 1;
     }
     int status = 1;
-    float *xs = malloc((size_t)batch * 784 * sizeof *xs);
-    int32_t *ys = malloc((size_t)batch * sizeof *ys);
+    int64_t labels, per = example_numel(m, &labels);
+    float *xs = malloc((size_t)(batch * per) * sizeof *xs);
+    int32_t *ys = malloc((size_t)(batch * labels) * sizeof *ys);
     double *ms = malloc((size_t)steps * sizeof *ms);
     if (!xs || !ys || !ms) {
         fprintf(stderr, "step: out of memory\n");
@@ -90,10 +114,13 @@ static int bench_model(const bench_opts *o, const char *name) {
         goto done;
     }
     uint64_t s = o->seed * 2654435761u + 1;
-    for (int64_t i = 0; i < batch * 784; i++)
-        xs[i] = (float)(xorshift(&s) >> 40) / 16777216.0f;
-    for (int64_t i = 0; i < batch; i++)
-        ys[i] = (int32_t)(xorshift(&s) % 10);
+    int64_t classes = m->input_dtype == DBR_I32 ? dbr_gpt_config_get().vocab : 10;
+    for (int64_t i = 0; i < batch * per; i++) {
+        if (m->input_dtype == DBR_I32) ((int32_t *)xs)[i] = (int32_t)(xorshift(&s) % (uint64_t)classes);
+        else xs[i] = (float)(xorshift(&s) >> 40) / 16777216.0f;
+    }
+    for (int64_t i = 0; i < batch * labels; i++)
+        ys[i] = (int32_t)(xorshift(&s) % (uint64_t)classes);
 
     dbr_optim opt = {.kind = DBR_SGD, .lr = 0.01};
     dbr_optim_set(ctx, &opt);
@@ -134,12 +161,16 @@ static int bench_model(const bench_opts *o, const char *name) {
            "\"min_ms\": %.3f, \"mean_ms\": %.3f, \"peak_bytes\": %lld, "
            "\"loss_first\": %.5f, \"loss_last\": %.5f, \"overhead_ms\": %.4f, "
            "\"cache_hits\": %lld, \"cache_misses\": %lld, \"arena_bytes\": %lld, "
-           "\"arena_lower_bound\": %lld}\n",
+           "\"arena_lower_bound\": %lld, \"budget_bytes\": %lld, \"step_peak_bytes\": %lld, "
+           "\"noremat_arena_bytes\": %lld, \"recomputed\": %d, \"recompute_model_pct\": %.2f, "
+           "\"recompute\": \"%s\"}\n",
            name, (long long)batch, o->threads,
            o->mode == DBR_MODE_COMPILED ? "compiled" : "eager", o->warmup, steps, median,
            ms[0], sum / steps, (long long)peak, loss0, loss1, overhead,
            (long long)s1.cache_hits, (long long)s1.cache_misses, (long long)s1.arena_bytes,
-           (long long)s1.arena_lower_bound);
+           (long long)s1.arena_lower_bound, (long long)s1.mem.budget, (long long)s1.mem.peak,
+           (long long)s1.mem.noremat_arena, s1.mem.recomputed, s1.mem.recompute_pct,
+           s1.mem.strategy ? s1.mem.strategy : "none");
     fflush(stdout);
     status = 0;
     goto done;
@@ -157,8 +188,10 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: step [--model NAME] [--batch N] [--steps N] [--warmup N]\n"
             "            [--threads N] [--mode eager|compiled] [--seed N]\n"
+            "            [--budget-frac F] [--recompute auto|none|chen|dp|ilp]\n"
             "Times one training step (SGD, lr 0.01) on random data; without --model,\n"
-            "times mlp (batch 256, 50 steps) and cnn (batch 64, 20 steps).\n"
+            "times mlp (batch 256, 50 steps) and cnn (batch 64, 20 steps). --budget-frac F\n"
+            "(compiled mode) fits each step in F times its no-recompute peak.\n"
             "Prints one JSON line per model; the median is the figure to quote.\n");
 }
 
@@ -189,6 +222,14 @@ int main(int argc, char **argv) {
             o.threads = atoi(v);
         else if (!strcmp(a, "--seed"))
             o.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--budget-frac"))
+            o.budget_frac = atof(v);
+        else if (!strcmp(a, "--recompute"))
+            o.recompute = !strcmp(v, "none")   ? DBR_RECOMPUTE_NONE
+                          : !strcmp(v, "chen") ? DBR_RECOMPUTE_CHEN
+                          : !strcmp(v, "dp")   ? DBR_RECOMPUTE_DP
+                          : !strcmp(v, "ilp")  ? DBR_RECOMPUTE_ILP
+                                               : DBR_RECOMPUTE_AUTO;
         else if (!strcmp(a, "--mode") && !strcmp(v, "eager"))
             o.mode = DBR_MODE_EAGER;
         else if (!strcmp(a, "--mode") && !strcmp(v, "compiled"))

@@ -508,6 +508,8 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
     p->mem = mem_parts(g, req, s->n_outputs);
     int64_t fixed = p->mem.params + p->mem.optim_state + p->mem.inputs + p->mem.outputs;
     dbr_step_budget sb = step_budget(ctx, fixed);
+    if (sb.budget_frac > 0 && !has_backward(g))
+        sb.budget_frac = 0; /* a fraction is of a training step's peak: not this piece's */
     if (dbr_step_plan_build(g, &sb, &sp, err, errlen)) goto fail;
     if (!sp.feasible) {
         char b[8][32];
