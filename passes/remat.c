@@ -101,9 +101,12 @@ static int plan_chen(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_pl
     return rc;
 }
 
-/* The DP under a model budget, re-planned while the simulator disagrees;
- * model budgets above the real one are tried too, the model being an upper
- * bound. */
+/* The DP under model budgets: the model (remat.h) bounds the simulator from
+ * above, so the budget itself always gives a plan within it; a few model
+ * budgets above it may give cheaper plans that still fit once simulated,
+ * re-planned (tightened by the excess) while the simulator says no. Chen's
+ * chains (index prefixes, in the DP's family) are simulated too, so the
+ * result is never worse than chen's. */
 static int plan_dp(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_plan *best,
                    int64_t *minpeak, char *err, size_t errlen) {
     if (g->n == 0)
@@ -119,15 +122,18 @@ static int plan_dp(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_plan
     if (!rc && r.found)
         rc = seg_plan(g, r.seg_of, r.n_seg, best, budget, mem, minpeak, err, errlen);
     dbr_remat_dp_result_free(&r);
-    /* one segment (no recompute) is a chain too; the model may overrate it */
+    if (!rc)
+        rc = plan_chen(g, budget, mem, best, minpeak, err, errlen);
+    /* one segment (no recompute) is a chain too */
     if (!rc && !mem)
         rc = plan_none(g, budget, false, best, minpeak, err, errlen);
     o.memory_centric = false;
-    for (int j = 0; j <= 8 && !rc && !mem && budget > 0; j++) {
+    static const int slack[] = {0, 1, 2, 4, 8}; /* model budget: budget * (1 + slack/32) */
+    for (int j = 0; j < 5 && !rc && !mem && budget > 0; j++) {
         if (best->peak <= budget && best->overhead == 0)
             break;
-        o.budget = budget + budget / 8 * j;
-        for (int tries = 0; tries < 8; tries++) {
+        o.budget = budget + budget / 32 * slack[j];
+        for (int tries = 0; tries < 3; tries++) {
             if ((rc = dbr_remat_dp_solve(d, &o, &r, err, errlen)))
                 break;
             if (!r.found) {
@@ -144,10 +150,10 @@ static int plan_dp(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_plan
             int64_t over = p.peak - budget;
             p.replans = tries;
             consider(best, &p, budget, false, minpeak);
-            if (over <= 0)
+            if (over <= 0 || j == 0)
                 break;
             o.budget -= over; /* tighten and re-plan */
-            if (o.budget <= 0)
+            if (o.budget <= budget)
                 break;
         }
     }

@@ -152,15 +152,23 @@ int dbr_remat_plan_build(const dbr_rgraph *g, dbr_remat_strategy s, int64_t budg
                          bool memory_centric, dbr_remat_plan *out, char *err, size_t errlen);
 
 /* ---- the DP of Kusumoto et al. and its cost model -------------------------
- * Cost model of a chain 0 = L0 < L1 < ... < Lk = V, Vi = Li \ L(i-1):
+ * Cost model of a chain 0 = L0 < L1 < ... < Lk = V, Vi = Li \ L(i-1), each
+ * block replayed alone as the simulator replays it:
  *   overhead = sum over i < k of time(R(i)), R(i) = the unkept nodes of Vi
  *              the gradient nodes of Vi need (exactly the simulator's RECOMPs);
- *   K(i)     = K(i-1) + bytes of the nodes of Vi consumed outside Li;
- *   peak     = max over i of K(i-1) + W(i),
- *   W(i)     = bytes(Vi) + bytes(kept or recomputed nodes of Vi)
- *              + bytes(nodes of L(i-1) consumed outside L(i-1)) (their gradients).
- * W and K bound the simulator's live bytes from above, so a chain within the
- * budget in this model is within it in the simulator. */
+ *   K(i)     = K(i-1) + bytes of the nodes of Vi consumed outside Li (the
+ *              values earlier blocks may still hold);
+ *   peak     = max over i of K(i-1) + W(i), W(i) the larger of the simulator's
+ *              live bytes over the FWDs of Vi and over its RECOMPs and BWDs,
+ *              counting the values and gradients of Vi, the gradients of
+ *              L(i-1)'s nodes consumed outside L(i-1), and minus the values in
+ *              K(i-1) that provably die in the block (no reader in L(i-1) that
+ *              could run later: no BWD reading them, no consumer that any
+ *              chain could recompute).
+ * W and K bound the simulator's live bytes from above (K(i-1) counts every
+ * earlier value alive at block i), so a chain within the budget in this
+ * model is within it in the simulator; on chains whose earlier values all
+ * stay read until their own block's backward the two agree. */
 typedef struct dbr_remat_dp_opts {
     int64_t budget;          /* model bytes; 0 = none */
     bool memory_centric;

@@ -165,71 +165,222 @@ typedef struct block_cost {
 typedef struct ctx {
     const dbr_rgraph *g;
     dbr_rg_adj adj;
-    bool *rec;
-    int64_t *bnd; /* per family set: bytes of nodes consumed outside it */
+    int32_t W;
+    /* scratch, n entries each, left zeroed (or -1) between blocks */
+    bool *rec, *out;
+    bool *canrec; /* some chain may recompute the node (or read it in backward) */
+    int32_t *vl, *rl, *pos_r, *pos_b;
+    int64_t *fr_at, *ev_al, *ev_fr;
+    /* per family set: the nodes consumed outside it (their gradients) */
+    int32_t *bfirst, *blist;
 } ctx;
 
-static void block(const ctx *c, const word *a, const word *b, bool last, int64_t bnd_a,
-                  block_cost *out) {
+/* The block a -> b replayed alone (remat.h): the forward of b \ a, then its
+ * recomputes and gradient nodes; what earlier blocks hold is bounded by the
+ * caller's K. bl: the nodes of a consumed outside a. */
+static void block(const ctx *c, const word *a, const word *b, bool last, const int32_t *bl,
+                  int32_t nbl, block_cost *out) {
     const dbr_rgraph *g = c->g;
+    const dbr_rg_adj *j = &c->adj;
+    int32_t m = 0, nr = 0;
+    for (int32_t w = 0; w < c->W; w++)
+        for (word x = b[w] & ~a[w]; x; x &= x - 1)
+            c->vl[m++] = w * 64 + __builtin_ctzll(x);
     double t = 0;
-    int64_t k = 0, mv = 0, mkn = 0;
-    for (int32_t v = g->n - 1; v >= 0; v--) {
-        if (!has(b, v) || has(a, v))
-            continue;
+    int64_t k = 0, init = 0;
+    for (int32_t q = m - 1; q >= 0; q--) {
+        int32_t v = c->vl[q];
         bool outside = false, need = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
-        for (int32_t e = c->adj.out_first[v]; e < c->adj.out_first[v + 1]; e++) {
-            int32_t u = c->adj.outs[e];
+        for (int32_t e = j->out_first[v]; e < j->out_first[v + 1]; e++) {
+            int32_t u = j->outs[e];
             if (!has(b, u))
                 outside = true;
-            else if (c->rec[u] || dbr_rg_bwd_reads_input(g, u, c->adj.out_pos[e]))
+            else if (c->rec[u] || dbr_rg_bwd_reads_input(g, u, j->out_pos[e]))
                 need = true;
         }
-        bool keep = last || outside;
-        c->rec[v] = !keep && need;
-        mv += g->bytes[v];
-        if (outside)
+        c->out[v] = outside;
+        c->rec[v] = !last && !outside && need;
+        if (outside && !last)
             k += g->bytes[v];
-        if (keep || c->rec[v])
-            mkn += g->bytes[v];
         if (c->rec[v])
             t += g->time[v];
     }
-    for (int32_t v = 0; v < g->n; v++)
-        c->rec[v] = false;
+    /* backward: recomputes in index order, then gradient nodes last first */
+    for (int32_t q = 0; q < m; q++)
+        if (c->rec[c->vl[q]]) {
+            c->pos_r[c->vl[q]] = nr;
+            c->rl[nr++] = c->vl[q];
+        }
+    for (int32_t q = m - 1; q >= 0; q--)
+        c->pos_b[c->vl[q]] = nr + (m - 1 - q);
+    int32_t ne = nr + m;
+    for (int32_t q = 0; q < m; q++) {
+        int32_t v = c->vl[q], lastr = -1, maxc = -1;
+        bool kept = last || c->out[v];
+        if ((g->retain[v] & DBR_RG_RETAIN_OUT) && (kept || c->rec[v]))
+            lastr = c->pos_b[v];
+        for (int32_t e = j->out_first[v]; e < j->out_first[v + 1]; e++) {
+            int32_t u = j->outs[e];
+            if (!has(b, u))
+                continue;
+            if (u > maxc)
+                maxc = u;
+            if (dbr_rg_bwd_reads_input(g, u, j->out_pos[e]) && c->pos_b[u] > lastr)
+                lastr = c->pos_b[u];
+            if (c->rec[u] && c->pos_r[u] > lastr)
+                lastr = c->pos_r[u];
+        }
+        /* the value: a kept copy from the start, a recomputed one from its RECOMP */
+        if (c->rec[v]) {
+            c->ev_al[c->pos_r[v]] += g->bytes[v];
+            c->ev_fr[lastr >= 0 ? lastr : c->pos_r[v]] += g->bytes[v];
+        } else if (kept && lastr >= 0) {
+            init += g->bytes[v];
+            c->ev_fr[lastr] += g->bytes[v];
+        }
+        /* its gradient: from a later block, its last consumer's BWD, or the seed */
+        if (c->out[v])
+            init += g->bytes[v];
+        else
+            c->ev_al[c->pos_b[maxc >= 0 ? maxc : v]] += g->bytes[v];
+        c->ev_fr[c->pos_b[v]] += g->bytes[v];
+    }
+    for (int32_t q = 0; q < nbl; q++) {
+        int32_t v = bl[q], maxc = -1;
+        bool later = false;
+        for (int32_t e = j->out_first[v]; e < j->out_first[v + 1]; e++) {
+            int32_t u = j->outs[e];
+            if (!has(b, u))
+                later = true;
+            else if (!has(a, u) && u > maxc)
+                maxc = u;
+        }
+        if (later)
+            init += g->bytes[v];
+        else if (maxc >= 0)
+            c->ev_al[c->pos_b[maxc]] += g->bytes[v];
+    }
+    /* the values of a in K that die in this block: no reader after it (none
+     * in a's backward), and none in later blocks' forward or this backward */
+    for (int32_t q = 0; q < nbl; q++) {
+        int32_t v = bl[q], lastf = -1, lastr = -1;
+        bool persist = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0, later = false;
+        for (int32_t e = j->out_first[v]; e < j->out_first[v + 1] && !persist; e++) {
+            int32_t u = j->outs[e];
+            bool rd = dbr_rg_bwd_reads_input(g, u, j->out_pos[e]);
+            if (has(a, u))
+                persist = rd || c->canrec[u];
+            else if (!has(b, u))
+                later = true;
+            else {
+                lastf = u > lastf ? u : lastf;
+                if (rd && c->pos_b[u] > lastr)
+                    lastr = c->pos_b[u];
+                if (c->rec[u] && c->pos_r[u] > lastr)
+                    lastr = c->pos_r[u];
+            }
+        }
+        if (persist)
+            continue;
+        if (lastr >= 0)
+            c->ev_fr[lastr] += g->bytes[v];
+        else
+            init -= g->bytes[v];
+        if (!later && lastr < 0 && lastf >= 0)
+            c->fr_at[lastf] += g->bytes[v];
+    }
+    /* forward: a value dies at its last forward reader unless a later block
+     * reads it (outside) or, in the last block, backward does */
+    int64_t cur = 0, fpk = INT64_MIN;
+    for (int32_t q = 0; q < m; q++) {
+        int32_t v = c->vl[q], lastc = -1;
+        bool bwd = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
+        for (int32_t e = j->out_first[v]; e < j->out_first[v + 1]; e++) {
+            int32_t u = j->outs[e];
+            if (has(b, u) && u > lastc)
+                lastc = u;
+            bwd = bwd || dbr_rg_bwd_reads_input(g, u, j->out_pos[e]);
+        }
+        cur += g->bytes[v];
+        if (cur > fpk)
+            fpk = cur;
+        if (!(c->out[v] || (last && bwd))) {
+            if (lastc < 0)
+                cur -= g->bytes[v];
+            else
+                c->fr_at[lastc] += g->bytes[v];
+        }
+        cur -= c->fr_at[v];
+        c->fr_at[v] = 0;
+    }
+    int64_t bpk = INT64_MIN;
+    cur = init;
+    for (int32_t e = 0; e < ne; e++) {
+        cur += c->ev_al[e];
+        if (cur > bpk)
+            bpk = cur;
+        cur -= c->ev_fr[e];
+        c->ev_al[e] = c->ev_fr[e] = 0;
+    }
+    for (int32_t q = 0; q < m; q++)
+        c->rec[c->vl[q]] = c->out[c->vl[q]] = false;
     out->t = t;
     out->k = k;
-    out->w = mv + mkn + bnd_a;
+    out->w = fpk > bpk ? fpk : bpk;
 }
 
-static int64_t boundary(const ctx *c, const word *a) {
-    int64_t s = 0;
+/* The nodes of a consumed outside a, into bl (n entries); returns the count. */
+static int32_t boundary(const ctx *c, const word *a, int32_t *bl) {
+    int32_t nb = 0;
     for (int32_t v = 0; v < c->g->n; v++) {
         if (!has(a, v))
             continue;
         for (int32_t e = c->adj.out_first[v]; e < c->adj.out_first[v + 1]; e++)
             if (!has(a, c->adj.outs[e])) {
-                s += c->g->bytes[v];
+                bl[nb++] = v;
                 break;
             }
     }
-    return s;
+    return nb;
 }
 
 static int ctx_init(ctx *c, const dbr_rgraph *g) {
     memset(c, 0, sizeof *c);
     c->g = g;
-    c->rec = calloc((size_t)g->n + 1, 1);
-    if (!c->rec || dbr_rg_adj_build(g, &c->adj)) {
-        free(c->rec);
+    c->W = (g->n + 63) / 64 + (g->n == 0);
+    size_t n1 = (size_t)g->n + 1, n2 = 2 * n1;
+    c->rec = calloc(n1, 1);
+    c->out = calloc(n1, 1);
+    c->canrec = calloc(n1, 1);
+    c->vl = malloc(n1 * sizeof(int32_t));
+    c->rl = malloc(n1 * sizeof(int32_t));
+    c->pos_r = malloc(n1 * sizeof(int32_t));
+    c->pos_b = malloc(n1 * sizeof(int32_t));
+    c->fr_at = calloc(n1, sizeof(int64_t));
+    c->ev_al = calloc(n2, sizeof(int64_t));
+    c->ev_fr = calloc(n2, sizeof(int64_t));
+    if (!c->rec || !c->out || !c->canrec || !c->vl || !c->rl || !c->pos_r || !c->pos_b || !c->fr_at || !c->ev_al ||
+        !c->ev_fr || dbr_rg_adj_build(g, &c->adj)) {
+        free(c->rec), free(c->out), free(c->canrec), free(c->vl), free(c->rl), free(c->pos_r);
+        free(c->pos_b), free(c->fr_at), free(c->ev_al), free(c->ev_fr);
         return -1;
+    }
+    for (int32_t v = g->n - 1; v >= 0; v--) {
+        bool r = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
+        for (int32_t e = c->adj.out_first[v]; e < c->adj.out_first[v + 1]; e++)
+            r = r || c->canrec[c->adj.outs[e]] ||
+                dbr_rg_bwd_reads_input(g, c->adj.outs[e], c->adj.out_pos[e]);
+        c->canrec[v] = r;
     }
     return 0;
 }
 
 static void ctx_free(ctx *c) {
-    free(c->rec);
-    free(c->bnd);
+    free(c->canrec);
+    free(c->rec), free(c->out), free(c->vl), free(c->rl), free(c->pos_r), free(c->pos_b);
+    free(c->fr_at), free(c->ev_al), free(c->ev_fr);
+    free(c->bfirst);
+    free(c->blist);
     dbr_rg_adj_free(&c->adj);
 }
 
@@ -247,9 +398,11 @@ int dbr_remat_dp_cost(const dbr_rgraph *g, const int32_t *seg_of, int32_t n_seg,
     ctx c;
     int32_t W = (g->n + 63) / 64 + 1;
     word *a = calloc((size_t)W, sizeof(word)), *b = calloc((size_t)W, sizeof(word));
-    if (!a || !b || ctx_init(&c, g)) {
+    int32_t *bl = malloc(((size_t)g->n + 1) * sizeof(int32_t));
+    if (!a || !b || !bl || ctx_init(&c, g)) {
         free(a);
         free(b);
+        free(bl);
         return dbr_errf(err, errlen, "remat: out of memory");
     }
     double t = 0;
@@ -269,7 +422,7 @@ int dbr_remat_dp_cost(const dbr_rgraph *g, const int32_t *seg_of, int32_t n_seg,
         if (!any)
             continue;
         block_cost bc;
-        block(&c, a, b, s == last_nonempty, boundary(&c, a), &bc);
+        block(&c, a, b, s == last_nonempty, bl, boundary(&c, a, bl), &bc);
         if (K + bc.w > P)
             P = K + bc.w;
         K += bc.k;
@@ -279,6 +432,7 @@ int dbr_remat_dp_cost(const dbr_rgraph *g, const int32_t *seg_of, int32_t n_seg,
     ctx_free(&c);
     free(a);
     free(b);
+    free(bl);
     *overhead = t;
     *model_peak = P;
     return 0;
@@ -308,7 +462,60 @@ static bool dominates(const entry *x, const entry *y, bool mem) {
     return x->t <= y->t && x->k <= y->k;
 }
 
+static int grow(void **p, int32_t *cap, int32_t len, size_t sz, int32_t first) {
+    if (len < *cap)
+        return 0;
+    int32_t nc = *cap ? *cap * 2 : first;
+    void *np = realloc(*p, (size_t)nc * sz);
+    if (!np)
+        return -1;
+    *p = np;
+    *cap = nc;
+    return 0;
+}
+
+static int pool_add(pool *pl, const entry *cand) {
+    if (grow((void **)&pl->e, &pl->cap, pl->len, sizeof *pl->e, 256))
+        return -1;
+    pl->e[pl->len] = *cand;
+    return pl->len++;
+}
+
 static int front_insert(front *f, pool *pl, const entry *cand, bool mem) {
+    if (!mem) {
+        /* time-centric: a staircase, t increasing and k decreasing */
+        int32_t lo = 0, hi = f->len; /* first entry with t > cand's */
+        while (lo < hi) {
+            int32_t mid = (lo + hi) / 2;
+            if (pl->e[f->e[mid]].t <= cand->t)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo > 0 && pl->e[f->e[lo - 1]].k <= cand->k)
+            return 0;
+        int32_t at = lo; /* back to the first entry with t >= cand's */
+        while (at > 0 && pl->e[f->e[at - 1]].t == cand->t)
+            at--;
+        int32_t end = at;
+        while (end < f->len && pl->e[f->e[end]].k >= cand->k)
+            end++;
+        int id = pool_add(pl, cand);
+        if (id < 0)
+            return -1;
+        if (end > at) { /* replace the dominated run by cand */
+            f->e[at] = id;
+            memmove(f->e + at + 1, f->e + end, (size_t)(f->len - end) * sizeof *f->e);
+            f->len -= end - at - 1;
+            return 0;
+        }
+        if (grow((void **)&f->e, &f->cap, f->len, sizeof *f->e, 4))
+            return -1;
+        memmove(f->e + at + 1, f->e + at, (size_t)(f->len - at) * sizeof *f->e);
+        f->e[at] = id;
+        f->len++;
+        return 0;
+    }
     for (int32_t i = 0; i < f->len; i++)
         if (dominates(&pl->e[f->e[i]], cand, mem))
             return 0;
@@ -317,24 +524,10 @@ static int front_insert(front *f, pool *pl, const entry *cand, bool mem) {
         if (!dominates(cand, &pl->e[f->e[i]], mem))
             f->e[m++] = f->e[i];
     f->len = m;
-    if (pl->len == pl->cap) {
-        int32_t nc = pl->cap ? pl->cap * 2 : 256;
-        entry *ne = realloc(pl->e, (size_t)nc * sizeof *ne);
-        if (!ne)
-            return -1;
-        pl->e = ne;
-        pl->cap = nc;
-    }
-    if (f->len == f->cap) {
-        int32_t nc = f->cap ? f->cap * 2 : 4;
-        int32_t *ne = realloc(f->e, (size_t)nc * sizeof *ne);
-        if (!ne)
-            return -1;
-        f->e = ne;
-        f->cap = nc;
-    }
-    pl->e[pl->len] = *cand;
-    f->e[f->len++] = pl->len++;
+    int id = pool_add(pl, cand);
+    if (id < 0 || grow((void **)&f->e, &f->cap, f->len, sizeof *f->e, 4))
+        return -1;
+    f->e[f->len++] = id;
     return 0;
 }
 
@@ -389,12 +582,18 @@ dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_o
     if (fam_build(g, cap, o->force_approx, &d->f, &d->exact) || ctx_init(&d->c, g))
         goto oom;
     fam *f = &d->f;
-    d->c.bnd = malloc(((size_t)f->F + 1) * sizeof(int64_t));
+    d->c.bfirst = malloc(((size_t)f->F + 1) * sizeof(int32_t));
     d->efirst = calloc((size_t)f->F + 2, sizeof(int32_t));
-    if (!d->c.bnd || !d->efirst)
+    if (!d->c.bfirst || !d->efirst)
         goto oom;
-    for (int32_t s = 0; s < f->F; s++)
-        d->c.bnd[s] = boundary(&d->c, set_at(f, s));
+    d->c.bfirst[0] = 0;
+    for (int32_t s = 0; s < f->F; s++) {
+        int32_t *nl = realloc(d->c.blist, ((size_t)d->c.bfirst[s] + g->n + 1) * sizeof(int32_t));
+        if (!nl)
+            goto oom;
+        d->c.blist = nl;
+        d->c.bfirst[s + 1] = d->c.bfirst[s] + boundary(&d->c, set_at(f, s), nl + d->c.bfirst[s]);
+    }
     int32_t full = f->F - 1;
     for (int32_t a = 0; a < f->F; a++) {
         d->efirst[a] = d->ne;
@@ -418,7 +617,8 @@ dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_o
             }
             d->ea[d->ne] = a;
             d->eb[d->ne] = b;
-            block(&d->c, set_at(f, a), set_at(f, b), b == full, d->c.bnd[a], &d->ec[d->ne]);
+            block(&d->c, set_at(f, a), set_at(f, b), b == full, d->c.blist + d->c.bfirst[a],
+                  d->c.bfirst[a + 1] - d->c.bfirst[a], &d->ec[d->ne]);
             d->ne++;
         }
     }
@@ -451,7 +651,19 @@ int dbr_remat_dp_solve(dbr_remat_dp_ctx *d, const dbr_remat_dp_opts *o, dbr_rema
         for (int32_t e = d->efirst[a]; e < d->efirst[a + 1]; e++) {
             const block_cost *bc = &d->ec[e];
             int32_t b = d->eb[e];
-            for (int32_t i = 0; i < fr[a].len; i++) {
+            int32_t i0 = 0;
+            if (!o->memory_centric && o->budget > 0) { /* k decreases along the front */
+                int32_t lo = 0, hi = fr[a].len;
+                while (lo < hi) {
+                    int32_t mid = (lo + hi) / 2;
+                    if (pl.e[fr[a].e[mid]].k + bc->w > o->budget)
+                        lo = mid + 1;
+                    else
+                        hi = mid;
+                }
+                i0 = lo;
+            }
+            for (int32_t i = i0; i < fr[a].len; i++) {
                 entry x = pl.e[fr[a].e[i]];
                 entry y = {x.t + bc->t, x.k + bc->k, x.k + bc->w > x.p ? x.k + bc->w : x.p, a, fr[a].e[i]};
                 if (!o->memory_centric && o->budget > 0 && y.p > o->budget)

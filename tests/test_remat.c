@@ -387,12 +387,63 @@ static void test_ilp_random(void **st) {
 #endif
 }
 
+/* dp and auto are never worse than chen: within the budget with no more
+ * recompute when chen fits, a peak no larger when chen does not; and the DP's
+ * cost model bounds the simulator on arbitrary chains (chen's among them). */
+static void test_dp_not_worse_than_chen(void **st) {
+    (void)st;
+    rng = 9090;
+    int compared = 0, dp_better = 0;
+    for (int it = 0; it < RANDOM_GRAPHS / 2; it++) {
+        gb b;
+        int32_t n = 5 + (int32_t)rnd(60);
+        random_dag(&b, n);
+        int64_t hi = none_peak(&b.g);
+        dbr_remat_plan mp;
+        assert_int_equal(dbr_remat_plan_build(&b.g, DBR_REMAT_DP, 0, true, &mp, err, sizeof err), 0);
+        int64_t lo = mp.peak;
+        dbr_remat_plan_free(&mp);
+        for (int k = 0; k < 5; k++) {
+            int64_t budget = lo + (hi - lo) * k / 4 - (k == 0);
+            if (budget <= 0)
+                budget = 1;
+            dbr_remat_plan c;
+            assert_int_equal(dbr_remat_plan_build(&b.g, DBR_REMAT_CHEN, budget, false, &c, err, sizeof err), 0);
+            double ov;
+            int64_t model;
+            assert_int_equal(dbr_remat_dp_cost(&b.g, c.seg_of, c.n_seg, &ov, &model, err, sizeof err), 0);
+            assert_true(model >= c.peak && ov == c.overhead);
+            dbr_remat_strategy ss[] = {DBR_REMAT_DP, DBR_REMAT_AUTO};
+            for (int s = 0; s < 2; s++) {
+                if (ss[s] == DBR_REMAT_AUTO && it % 3)
+                    continue;
+                dbr_remat_plan p;
+                assert_int_equal(dbr_remat_plan_build(&b.g, ss[s], budget, false, &p, err, sizeof err), 0);
+                if (c.feasible) {
+                    assert_true(p.feasible && p.peak <= budget);
+                    if (p.overhead > c.overhead)
+                        fail_msg("graph %d budget %lld: %s %g > chen %g", it, (long long)budget,
+                                 dbr_remat_strategy_name(ss[s]), p.overhead, c.overhead);
+                    dp_better += p.overhead < c.overhead;
+                } else {
+                    assert_true(p.feasible || p.peak <= c.peak);
+                }
+                compared++;
+                dbr_remat_plan_free(&p);
+            }
+            dbr_remat_plan_free(&c);
+        }
+        gb_free(&b);
+    }
+    print_message("dp/auto vs chen: %d plans compared, %d with less recompute\n", compared, dp_better);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chain_none),      cmocka_unit_test(test_chain_segments),
         cmocka_unit_test(test_diamond),         cmocka_unit_test(test_infeasible),
         cmocka_unit_test(test_random_strategies), cmocka_unit_test(test_dp_vs_ilp_chain),
-        cmocka_unit_test(test_ilp_random),
+        cmocka_unit_test(test_ilp_random),      cmocka_unit_test(test_dp_not_worse_than_chen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,49 @@
+#!/bin/sh
+# remat.sh: the recomputation planner on the model zoo (meta mode): the
+# smallest feasible peak against the paper's reductions (Kusumoto et al.,
+# NeurIPS 2019, Table 2), the DP's planning time, and the recompute overhead
+# of each strategy at a budget of 50% of the no-recompute peak.
+# usage: bench/remat.sh PATH/TO/dbr   (prints a markdown table)
+set -u
+DBR=${1:?usage: bench/remat.sh PATH/TO/dbr}
+[ -x "$DBR" ] || { echo "remat.sh: $DBR is not executable" >&2; exit 2; }
+TMP=$(mktemp -d) || exit 1
+trap 'rm -rf "$TMP"' EXIT
+
+# field NAME FILE: a number field of the one-line JSON object in FILE
+field() { sed -n "s/.*\"$1\": *\([-0-9.e+]*\).*/\1/p" "$2" | head -n 1; }
+gib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.2f GiB", b / 1073741824 }'; }
+
+echo "| model | no-recompute peak | smallest feasible peak | reduction | paper | dp plan ms (50%) | overhead at 50%: chen | dp | auto |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for spec in resnet50:-62 resnet152:-75 vgg19:-36 densenet121:-80 googlenet:-39 unet:-48; do
+    m=${spec%%:*}
+    paper=${spec#*:}
+    batch=32
+    [ "$m" = unet ] && batch=8 # U-Net's input is 1x572x572 (models/zoo.c); others 3x224x224
+    # a budget of 1% fits nothing: the JSON then carries the least reachable peak
+    "$DBR" plan --model "$m" --batch "$batch" --budget 1% --strategy auto --json \
+        >"$TMP/min.json" 2>/dev/null
+    van=$(field vanilla_peak_bytes "$TMP/min.json")
+    minp=$(field min_feasible_peak_bytes "$TMP/min.json")
+    red=$(awk -v a="$van" -v b="$minp" 'BEGIN { if (a == "" || b == "" || a == 0) print "-"; else printf "%.0f%%", 100 * (b - a) / a }')
+    row="| $m | $(gib "$van") | $(gib "$minp") | $red | $paper% |"
+    ov=""
+    dpms="-"
+    for s in chen dp auto; do
+        "$DBR" plan --model "$m" --batch "$batch" --budget 50% --strategy "$s" --json \
+            >"$TMP/$s.json" 2>/dev/null
+        o=$(field overhead_pct "$TMP/$s.json")
+        fits=$(sed -n 's/.*"feasible": *\(true\|false\).*/\1/p' "$TMP/$s.json")
+        if [ -z "$o" ]; then
+            o="-"
+        elif [ "$fits" != true ]; then
+            o="$o% (does not fit)"
+        else
+            o="$o%"
+        fi
+        ov="$ov $o |"
+        [ "$s" = dp ] && dpms=$(field plan_ms "$TMP/dp.json")
+    done
+    echo "$row ${dpms:--} |$ov"
+done
