@@ -177,6 +177,15 @@ static void plan_reports(void **state) {
     /* infeasible: exit 1 and the smallest peak that can be reached */
     assert_int_equal(run("plan --model cnn --batch 8 --budget 25%", out, sizeof out), 1);
     assert_non_null(strstr(out, "smallest reachable peak"));
+    /* the whole compiled step, with its parts */
+    assert_int_equal(run("plan --model cnn --batch 16 --budget 90% --strategy dp --json", out, sizeof out), 0);
+    const char *skeys[] = {"\"step\": {", "\"noremat_peak_bytes\":", "\"min_peak_bytes\":",
+                           "\"optim_state_bytes\":", "\"grads_bytes\":", "\"arena_bytes\":"};
+    for (size_t i = 0; i < sizeof skeys / sizeof skeys[0]; i++)
+        if (!strstr(out, skeys[i])) fail_msg("plan --json lacks %s: %s", skeys[i], out);
+    /* the least memory: not an error */
+    assert_int_equal(run("plan --model cnn --batch 16 --budget min", out, sizeof out), 0);
+    assert_non_null(strstr(out, "the least memory found"));
     assert_int_equal(run("plan --model cnn --budget lots", out, sizeof out), 2);
     assert_int_equal(run("plan --model nope", out, sizeof out), 2);
     assert_int_equal(run("plan --model cnn --strategy magic", out, sizeof out), 2);

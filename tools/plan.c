@@ -35,7 +35,8 @@ static void usage(FILE *f) {
             "  --budget SIZE|PCT  the step's peak: bytes with an optional KiB/MiB/GiB suffix,\n"
             "                     or a percentage of the no-recompute peak (default: none).\n"
             "                     The peak counts activations (the arena), parameters and\n"
-            "                     inputs, and the gradients of inputs.\n"
+            "                     inputs, and the gradients of inputs. 'min': the least\n"
+            "                     memory each strategy reaches, whatever it costs.\n"
             "  --strategy S       one strategy; default: a table of all, then auto's choice\n"
             "  --json             one JSON object for the chosen plan (with --sweep: the\n"
             "                     sweep's points)\n"
@@ -570,7 +571,8 @@ int dbr_cmd_plan(int argc, char **argv) {
     }
     int64_t budget = 0;
     double frac = 0;
-    if (budget_s && dbr_parse_budget(budget_s, &budget, &frac)) {
+    bool least = budget_s && !strcmp(budget_s, "min"); /* the least memory, whatever it costs */
+    if (budget_s && !least && dbr_parse_budget(budget_s, &budget, &frac)) {
         fprintf(stderr, "dbr plan: --budget expects bytes (e.g. 3GiB, 512MiB, 1e9) or a "
                         "percentage (e.g. 40%%), got '%s'\n", budget_s);
         return 2;
@@ -637,7 +639,9 @@ int dbr_cmd_plan(int argc, char **argv) {
     bool have_step = false;
     char serr[1024] = "";
     if (model) {
-        have_step = step_plan(model, batch, budget, frac, chosen, &sm, serr, sizeof serr) == 0;
+        /* least: a budget of one byte fits nothing; the step reports its least peak */
+        have_step = step_plan(model, batch, least ? 1 : budget, frac, chosen, &sm, serr,
+                              sizeof serr) == 0;
         if (have_step && frac > 0) budget = sm.budget, frac = 0;
     }
     int64_t total_budget = frac > 0 ? (int64_t)(frac * (double)vpeak) : budget;
@@ -662,6 +666,8 @@ int dbr_cmd_plan(int argc, char **argv) {
         if (total_budget) {
             dbr_human_bytes(total_budget, a, sizeof a);
             printf("budget %s\n", a);
+        } else if (least) {
+            printf("budget: the least memory each strategy reaches\n");
         }
         printf("%-6s %12s %12s %10s %11s %9s  %s\n", "strategy", "peak", "arena", "overhead",
                "recomputed", "plan ms", "fits");
@@ -673,7 +679,7 @@ int dbr_cmd_plan(int argc, char **argv) {
     for (int s = first; s <= last; s++) {
         dbr_remat_plan p;
         char perr[512] = "";
-        if (dbr_remat_plan_build(&g, (dbr_remat_strategy)s, arena_budget, false, &p, perr,
+        if (dbr_remat_plan_build(&g, (dbr_remat_strategy)s, arena_budget, least, &p, perr,
                                  sizeof perr)) {
             if (!json)
                 printf("%-6s %s\n", dbr_remat_strategy_name((dbr_remat_strategy)s), perr);
@@ -736,11 +742,13 @@ int dbr_cmd_plan(int argc, char **argv) {
                        "  no recompute %s; %s: %d ops recomputed, +%.1f%% forward time; "
                        "planned in %.0f ms; fits: %s%s%s",
                        b[0], b[1], b[2], b[3], b[4], b[5], b[6], sm.strategy ? sm.strategy : "none",
-                       sm.recomputed, sm.recompute_pct, sm.plan_ms, sm.feasible ? "yes" : "no",
-                       sm.feasible ? "" : " (least reachable ", sm.feasible ? "" : b[7]);
-                printf("%s\n", sm.feasible ? "" : ")");
+                       sm.recomputed, sm.recompute_pct, sm.plan_ms,
+                       least ? "the least memory found" : sm.feasible ? "yes" : "no",
+                       sm.feasible || least ? "" : " (least reachable ",
+                       sm.feasible || least ? "" : b[7]);
+                printf("%s\n", sm.feasible || least ? "" : ")");
             }
-            if (!sm.feasible) {
+            if (!sm.feasible && !least) {
                 char a[32], b[32];
                 dbr_human_bytes(sm.budget, a, sizeof a);
                 dbr_human_bytes(sm.min_peak, b, sizeof b);
