@@ -8,6 +8,7 @@
 #include <glpk.h>
 #endif
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -554,17 +555,27 @@ struct dbr_remat_dp_ctx {
     int32_t ne, cap;
     int32_t *ea, *eb, *efirst; /* edges grouped by ea; efirst: F + 1 */
     block_cost *ec;
+    int64_t *need; /* per set: the least headroom over K a chain from it needs */
+    front *bfr; /* back_fronts */
+    pool bpl;
+    int64_t bcap;
 };
 
 void dbr_remat_dp_ctx_free(dbr_remat_dp_ctx *d) {
     if (!d)
         return;
+    if (d->bfr)
+        for (int32_t s = 0; s < d->f.F; s++)
+            free(d->bfr[s].e);
+    free(d->bfr);
+    free(d->bpl.e);
     fam_free(&d->f);
     ctx_free(&d->c);
     free(d->ea);
     free(d->eb);
     free(d->efirst);
     free(d->ec);
+    free(d->need);
     free(d);
 }
 
@@ -623,11 +634,138 @@ dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_o
         }
     }
     d->efirst[f->F] = d->ne;
+    /* need(a) = min over blocks a -> b of max(w, k + need(b)): an entry at a
+     * with K can reach the full set within a budget B iff K + need(a) <= B */
+    d->need = malloc(((size_t)f->F + 1) * sizeof(int64_t));
+    if (!d->need)
+        goto oom;
+    for (int32_t a = full; a >= 0; a--) {
+        int64_t h = a == full ? 0 : INT64_MAX;
+        for (int32_t e = d->efirst[a]; e < d->efirst[a + 1]; e++) {
+            int64_t nb = d->need[d->eb[e]];
+            if (nb == INT64_MAX)
+                continue;
+            int64_t x = d->ec[e].k + nb > d->ec[e].w ? d->ec[e].k + nb : d->ec[e].w;
+            h = x < h ? x : h;
+        }
+        d->need[a] = h;
+    }
     return d;
 oom:
     dbr_errf(err, errlen, "remat: out of memory");
     dbr_remat_dp_ctx_free(d);
     return NULL;
+}
+
+/* The chains from each set to the full one as a front of (time to go, T;
+ * headroom over K they need, H) with H <= cap, each front a staircase (t:
+ * T, k: H). Computed once for the largest budget asked so far. */
+static int back_fronts(dbr_remat_dp_ctx *d, int64_t cap) {
+    int32_t full = d->f.F - 1;
+    if (!d->bfr) {
+        d->bfr = calloc((size_t)d->f.F + 1, sizeof *d->bfr);
+        if (!d->bfr)
+            return -1;
+    }
+    for (int32_t s = 0; s < d->f.F; s++)
+        d->bfr[s].len = 0;
+    d->bpl.len = 0;
+    d->bcap = 0;
+    /* the least K any chain reaches each set with: more headroom is no use */
+    int64_t *kmin = malloc(((size_t)d->f.F + 1) * sizeof *kmin);
+    if (!kmin)
+        return -1;
+    for (int32_t s = 0; s < d->f.F; s++)
+        kmin[s] = s ? INT64_MAX : 0;
+    for (int32_t a = 0; a < full; a++)
+        for (int32_t e = d->efirst[a]; e < d->efirst[a + 1] && kmin[a] != INT64_MAX; e++)
+            if (kmin[a] + d->ec[e].k < kmin[d->eb[e]])
+                kmin[d->eb[e]] = kmin[a] + d->ec[e].k;
+    entry e0 = {0, 0, 0, -1, -1};
+    int rc = front_insert(&d->bfr[full], &d->bpl, &e0, false);
+    for (int32_t a = full - 1; a >= 0 && !rc; a--) {
+        if (kmin[a] == INT64_MAX)
+            continue;
+        for (int32_t e = d->efirst[a]; e < d->efirst[a + 1] && !rc; e++) {
+            const block_cost *bc = &d->ec[e];
+            const front *fb = &d->bfr[d->eb[e]];
+            if (kmin[a] + bc->w > cap)
+                continue;
+            for (int32_t i = 0; i < fb->len && !rc; i++) {
+                const entry *x = &d->bpl.e[fb->e[i]];
+                entry y = {x->t + bc->t, bc->k + x->k > bc->w ? bc->k + x->k : bc->w, 0, -1, -1};
+                if (kmin[a] + y.k <= cap)
+                    rc = front_insert(&d->bfr[a], &d->bpl, &y, false);
+            }
+        }
+    }
+    free(kmin);
+    if (!rc)
+        d->bcap = cap;
+    return rc;
+}
+
+/* The least time to go from set a with K within the budget (INFINITY: none). */
+static double time_to_go(const dbr_remat_dp_ctx *d, int32_t a, int64_t k, int64_t budget) {
+    const front *f = &d->bfr[a];
+    int32_t lo = 0, hi = f->len; /* H decreases along the front: the first with K + H <= budget */
+    while (lo < hi) {
+        int32_t mid = (lo + hi) / 2;
+        if (k + d->bpl.e[f->e[mid]].k > budget)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < f->len ? d->bpl.e[f->e[lo]].t : INFINITY;
+}
+
+/* Fills the fronts from the empty set on. With prune, a time-centric entry
+ * whose time plus its least time to go passes lim is dropped: whatever
+ * dominates it passes too, so the entries kept are those of the full run
+ * that pass. */
+static int dp_run(const dbr_remat_dp_ctx *d, const dbr_remat_dp_opts *o, bool prune, double lim,
+                  front *fr, pool *pl) {
+    const fam *f = &d->f;
+    entry e0 = {0, 0, 0, -1, -1};
+    if (front_insert(&fr[0], pl, &e0, o->memory_centric))
+        return -1;
+    bool tc = !o->memory_centric && o->budget > 0;
+    int32_t full = f->F - 1; /* the largest set is all nodes */
+    for (int32_t a = 0; a < full; a++) {
+        if (!fr[a].len)
+            continue;
+        for (int32_t e = d->efirst[a]; e < d->efirst[a + 1]; e++) {
+            const block_cost *bc = &d->ec[e];
+            int32_t b = d->eb[e];
+            int32_t i0 = 0;
+            if (tc) { /* k decreases along the front, t increases */
+                if (d->need[b] == INT64_MAX)
+                    continue;
+                /* the block fits, and the chain can go on from b */
+                int64_t room = bc->k + d->need[b] > bc->w ? bc->k + d->need[b] : bc->w;
+                int32_t lo = 0, hi = fr[a].len;
+                while (lo < hi) {
+                    int32_t mid = (lo + hi) / 2;
+                    if (pl->e[fr[a].e[mid]].k + room > o->budget)
+                        lo = mid + 1;
+                    else
+                        hi = mid;
+                }
+                i0 = lo;
+            }
+            for (int32_t i = i0; i < fr[a].len; i++) {
+                entry x = pl->e[fr[a].e[i]];
+                entry y = {x.t + bc->t, x.k + bc->k, x.k + bc->w > x.p ? x.k + bc->w : x.p, a, fr[a].e[i]};
+                if (tc && y.p > o->budget)
+                    continue;
+                if (prune && y.t + time_to_go(d, b, y.k, o->budget) > lim)
+                    continue;
+                if (front_insert(&fr[b], pl, &y, o->memory_centric))
+                    return -1;
+            }
+        }
+    }
+    return 0;
 }
 
 int dbr_remat_dp_solve(dbr_remat_dp_ctx *d, const dbr_remat_dp_opts *o, dbr_remat_dp_result *r,
@@ -637,44 +775,26 @@ int dbr_remat_dp_solve(dbr_remat_dp_ctx *d, const dbr_remat_dp_opts *o, dbr_rema
     int32_t n = g->n;
     fam *f = &d->f;
     int rc = -1;
+    int32_t full = f->F - 1;
     front *fr = calloc((size_t)f->F + 1, sizeof *fr);
     pool pl = {0};
     if (!fr)
         goto oom;
-    entry e0 = {0, 0, 0, -1, -1};
-    if (front_insert(&fr[0], &pl, &e0, o->memory_centric))
-        goto oom;
-    int32_t full = f->F - 1; /* the largest set is all nodes */
-    for (int32_t a = 0; a < full; a++) {
-        if (!fr[a].len)
-            continue;
-        for (int32_t e = d->efirst[a]; e < d->efirst[a + 1]; e++) {
-            const block_cost *bc = &d->ec[e];
-            int32_t b = d->eb[e];
-            int32_t i0 = 0;
-            if (!o->memory_centric && o->budget > 0) { /* k decreases along the front */
-                int32_t lo = 0, hi = fr[a].len;
-                while (lo < hi) {
-                    int32_t mid = (lo + hi) / 2;
-                    if (pl.e[fr[a].e[mid]].k + bc->w > o->budget)
-                        lo = mid + 1;
-                    else
-                        hi = mid;
-                }
-                i0 = lo;
-            }
-            for (int32_t i = i0; i < fr[a].len; i++) {
-                entry x = pl.e[fr[a].e[i]];
-                entry y = {x.t + bc->t, x.k + bc->k, x.k + bc->w > x.p ? x.k + bc->w : x.p, a, fr[a].e[i]};
-                if (!o->memory_centric && o->budget > 0 && y.p > o->budget)
-                    continue;
-                if (front_insert(&fr[b], &pl, &y, o->memory_centric))
-                    goto oom;
-            }
-        }
+    /* time-centric under a budget: the least time T is known from the
+     * chains back from the full set; only entries that may still end within
+     * it are kept, which keeps every optimal chain and the ties among them */
+    bool prune = !o->memory_centric && o->budget > 0;
+    double lim = INFINITY;
+    if (prune) {
+        /* room for the somewhat larger budgets plan_dp tries next */
+        int64_t cap = o->budget < INT64_MAX / 2 ? o->budget + o->budget / 4 : o->budget;
+        if (o->budget > d->bcap && back_fronts(d, cap))
+            goto oom;
+        lim = time_to_go(d, 0, 0, o->budget);
+        lim = lim * (1 + 1e-9) + 1e-12; /* the sums differ in order */
     }
-    r->exact = d->exact;
-    r->n_sets = f->F;
+    if (dp_run(d, o, prune, lim, fr, &pl))
+        goto oom;
     int32_t best = -1;
     for (int32_t i = 0; i < fr[full].len; i++) {
         const entry *x = &pl.e[fr[full].e[i]];
@@ -689,6 +809,8 @@ int dbr_remat_dp_solve(dbr_remat_dp_ctx *d, const dbr_remat_dp_opts *o, dbr_rema
                               : (x->t < y->t || (x->t == y->t && x->p < y->p)))
             best = fr[full].e[i];
     }
+    r->exact = d->exact;
+    r->n_sets = f->F;
     if (best >= 0) {
         r->found = true;
         r->overhead = pl.e[best].t;
