@@ -338,10 +338,11 @@ int dbr_step_plan_build(const dbr_graph *g, const dbr_step_budget *b, dbr_step_p
     double ratio = (double)p.peak / (double)(noremat ? noremat : 1);
     dbr_remat_plan_free(&p);
     int32_t tries = b->max_tries > 0 ? b->max_tries : 12;
-    /* Search the planner's budget mb: lo is the largest that memplan found
-     * too big, hi the smallest that fitted. Grow from a fit (less recompute),
-     * shrink from a miss, then bisect to within 2%. */
-    int64_t lo = 0, hi = 0, arena;
+    /* Search the planner's budget mb for the largest that memplan finds
+     * within the target (the least recompute): bad is the smallest mb found
+     * too big, good the largest that fitted. Shrink from a miss by how far
+     * memplan's arena was off, grow from a fit, then bisect to within 2%. */
+    int64_t bad = 0, good = 0, arena;
     int64_t mb = target > 0 ? (int64_t)((double)target * ratio) : 0;
     bool model_fits;
     for (int32_t t = 0; t < tries && mb > 0; t++) {
@@ -349,16 +350,16 @@ int dbr_step_plan_build(const dbr_graph *g, const dbr_step_budget *b, dbr_step_p
                      &model_fits, err, errlen))
             goto out;
         sp->tries++;
-        if (arena <= target) hi = mb;
+        if (arena <= target) good = mb;
         else if (!model_fits) break; /* the planner cannot go lower in its own model */
-        else lo = mb;
+        else bad = mb;
         int64_t nx;
-        if (hi && lo) nx = lo + (hi - lo) / 2;
-        else if (hi) nx = hi + hi / 4;
+        if (good && bad) nx = good + (bad - good) / 2;
+        else if (good) nx = good + good / 4;
         else nx = (int64_t)((double)mb * (double)target / (double)arena * 0.97);
-        if (hi && lo && hi - lo <= hi / 50) break;
-        if (hi && !lo && nx > 4 * (int64_t)((double)target * ratio)) break;
-        if (nx <= lo || (hi && nx >= hi && lo)) break;
+        if (good && bad && bad - good <= bad / 50) break;
+        if (good && !bad && nx > 4 * (int64_t)((double)target * ratio)) break;
+        if ((bad && nx >= bad) || (good && nx <= good)) break;
         mb = nx;
     }
     if (!fit.set) {
