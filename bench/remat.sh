@@ -10,12 +10,14 @@ DBR=${1:?usage: bench/remat.sh PATH/TO/dbr}
 TMP=$(mktemp -d) || exit 1
 trap 'rm -rf "$TMP"' EXIT
 
-# field NAME FILE: a number field of the one-line JSON object in FILE
-field() { sed -n "s/.*\"$1\": *\([-0-9.e+]*\).*/\1/p" "$2" | head -n 1; }
+# field NAME FILE: a number field of the one-line JSON object in FILE, outside
+# its "step" object; sfield: inside it
+field() { sed 's/, "step": {.*//' "$2" | sed -n "s/.*[{ ]\"$1\": *\([-0-9.e+]*\).*/\1/p" | head -n 1; }
+sfield() { sed -n 's/.*"step": {//p' "$2" | sed -n "s/.*[{ ]\"$1\": *\([-0-9.e+]*\).*/\1/p" | head -n 1; }
 gib() { awk -v b="$1" 'BEGIN { if (b == "") print "-"; else printf "%.2f GiB", b / 1073741824 }'; }
 
-echo "| model | no-recompute peak | smallest peak | reduction | step: no-recompute | step: smallest | step: reduction | paper | dp plan ms (50%) | overhead at 50%: chen | dp | auto |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| model | no-recompute peak | smallest peak | reduction | step: no-recompute | step: smallest | step: reduction | paper | dp plan ms (50%) | overhead at 50%: chen | dp | auto | step at 50% (auto): overhead, plan ms |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for spec in resnet50:-62 resnet152:-75 vgg19:-36 densenet121:-80 googlenet:-39 unet:-48; do
     m=${spec%%:*}
     paper=${spec#*:}
@@ -28,8 +30,8 @@ for spec in resnet50:-62 resnet152:-75 vgg19:-36 densenet121:-80 googlenet:-39 u
         >"$TMP/min.json" 2>/dev/null
     van=$(field vanilla_peak_bytes "$TMP/min.json")
     minp=$(field peak_bytes "$TMP/min.json")
-    svan=$(field noremat_peak_bytes "$TMP/min.json")
-    smin=$(sed -n 's/.*"step": {[^}]*"peak_bytes": *\([0-9]*\).*/\1/p' "$TMP/min.json")
+    svan=$(sfield noremat_peak_bytes "$TMP/min.json")
+    smin=$(sfield peak_bytes "$TMP/min.json")
     red=$(awk -v a="$van" -v b="$minp" 'BEGIN { if (a == "" || b == "" || a == 0) print "-"; else printf "%.0f%%", 100 * (b - a) / a }')
     sred=$(awk -v a="$svan" -v b="$smin" 'BEGIN { if (a == "" || b == "" || a == 0) print "-"; else printf "%.0f%%", 100 * (b - a) / a }')
     row="| $m | $(gib "$van") | $(gib "$minp") | $red | $(gib "$svan") | $(gib "$smin") | $sred | $paper% |"
@@ -39,7 +41,7 @@ for spec in resnet50:-62 resnet152:-75 vgg19:-36 densenet121:-80 googlenet:-39 u
         "$DBR" plan --model "$m" --batch "$batch" --budget 50% --strategy "$s" --json \
             >"$TMP/$s.json" 2>/dev/null
         o=$(field overhead_pct "$TMP/$s.json")
-        fits=$(sed -n 's/.*"feasible": *\(true\|false\).*/\1/p' "$TMP/$s.json")
+        fits=$(sed 's/, "step": {.*//' "$TMP/$s.json" | sed -n 's/.*"feasible": *\(true\|false\).*/\1/p')
         if [ -z "$o" ]; then
             o="-"
         elif [ "$fits" != true ]; then
@@ -50,5 +52,10 @@ for spec in resnet50:-62 resnet152:-75 vgg19:-36 densenet121:-80 googlenet:-39 u
         ov="$ov $o |"
         [ "$s" = dp ] && dpms=$(field plan_ms "$TMP/dp.json")
     done
-    echo "$row ${dpms:--} |$ov"
+    so=$(sfield overhead_pct "$TMP/auto.json")
+    sms=$(sfield plan_ms "$TMP/auto.json")
+    sfits=$(sed -n 's/.*"step": {.*"feasible": *\(true\|false\).*/\1/p' "$TMP/auto.json")
+    [ "$sfits" = true ] || so="${so:--}% (does not fit)"
+    [ "$sfits" = true ] && so="$so%"
+    echo "$row ${dpms:--} |$ov ${so}, ${sms:--} ms |"
 done
