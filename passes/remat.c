@@ -108,13 +108,16 @@ static int plan_chen(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_pl
  * chains (index prefixes, in the DP's family) are simulated too, so the
  * result is never worse than chen's. */
 static int plan_dp(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_plan *best,
-                   int64_t *minpeak, char *err, size_t errlen) {
+                   int64_t *minpeak, dbr_remat_dp_ctx **keep_ctx, char *err, size_t errlen) {
     if (g->n == 0)
         return plan_none(g, budget, mem, best, minpeak, err, errlen);
     dbr_remat_dp_opts o = {.budget = 0, .memory_centric = true};
-    dbr_remat_dp_ctx *d = dbr_remat_dp_prepare(g, &o, err, errlen);
+    /* a session's context is prepared once and kept for its later plans */
+    dbr_remat_dp_ctx *d = keep_ctx && *keep_ctx ? *keep_ctx : dbr_remat_dp_prepare(g, &o, err, errlen);
     if (!d)
         return -1;
+    if (keep_ctx)
+        *keep_ctx = d;
     dbr_remat_dp_result r;
     /* the least-memory chain first: it decides whether anything fits */
     int rc = dbr_remat_dp_solve(d, &o, &r, err, errlen);
@@ -157,7 +160,8 @@ static int plan_dp(const dbr_rgraph *g, int64_t budget, bool mem, dbr_remat_plan
                 break;
         }
     }
-    dbr_remat_dp_ctx_free(d);
+    if (!keep_ctx)
+        dbr_remat_dp_ctx_free(d);
     best->exact = exact;
     return rc;
 }
@@ -174,7 +178,7 @@ static int plan_ilp(const dbr_rgraph *g, int64_t budget, bool mem, double tlim, 
         dbr_remat_ilp_result_free(&r);
         /* nothing fits the MILP's model: the least peak the DP reaches */
         dbr_remat_plan tmp = {0};
-        int rc = plan_dp(g, 0, true, &tmp, minpeak, err, errlen);
+        int rc = plan_dp(g, 0, true, &tmp, minpeak, NULL, err, errlen);
         if (!rc) {
             dbr_remat_plan_free(best);
             *best = tmp;
@@ -193,8 +197,9 @@ static int plan_ilp(const dbr_rgraph *g, int64_t budget, bool mem, double tlim, 
     return rc;
 }
 
-int dbr_remat_plan_build(const dbr_rgraph *g, dbr_remat_strategy s, int64_t budget,
-                         bool memory_centric, dbr_remat_plan *out, char *err, size_t errlen) {
+static int plan_build(const dbr_rgraph *g, dbr_remat_dp_ctx **dpc, dbr_remat_strategy s,
+                      int64_t budget, bool memory_centric, dbr_remat_plan *out, char *err,
+                      size_t errlen) {
     memset(out, 0, sizeof *out);
     if (dbr_rg_validate(g, err, errlen))
         return -1;
@@ -214,7 +219,7 @@ int dbr_remat_plan_build(const dbr_rgraph *g, dbr_remat_strategy s, int64_t budg
         rc = plan_chen(g, budget, memory_centric, &best, &minpeak, err, errlen);
         break;
     case DBR_REMAT_DP:
-        rc = plan_dp(g, budget, memory_centric, &best, &minpeak, err, errlen);
+        rc = plan_dp(g, budget, memory_centric, &best, &minpeak, dpc, err, errlen);
         break;
     case DBR_REMAT_ILP:
         rc = plan_ilp(g, budget, memory_centric, 10.0, &best, &minpeak, err, errlen);
@@ -228,7 +233,7 @@ int dbr_remat_plan_build(const dbr_rgraph *g, dbr_remat_strategy s, int64_t budg
             else if (order[i] == DBR_REMAT_CHEN)
                 rc = plan_chen(g, budget, memory_centric, &p, &minpeak, err, errlen);
             else if (order[i] == DBR_REMAT_DP)
-                rc = plan_dp(g, budget, memory_centric, &p, &minpeak, err, errlen);
+                rc = plan_dp(g, budget, memory_centric, &p, &minpeak, dpc, err, errlen);
             else {
 #ifdef DBR_HAVE_GLPK
                 /* the MILP only where it is small, and only when it can help */
@@ -270,4 +275,19 @@ int dbr_remat_plan_build(const dbr_rgraph *g, dbr_remat_strategy s, int64_t budg
         out->model_peak = out->peak;
     out->plan_ms = now_ms() - t0;
     return 0;
+}
+
+int dbr_remat_plan_build(const dbr_rgraph *g, dbr_remat_strategy s, int64_t budget,
+                         bool memory_centric, dbr_remat_plan *out, char *err, size_t errlen) {
+    return plan_build(g, NULL, s, budget, memory_centric, out, err, errlen);
+}
+
+int dbr_remat_session_plan(dbr_remat_session *ss, dbr_remat_strategy s, int64_t budget,
+                           bool memory_centric, dbr_remat_plan *out, char *err, size_t errlen) {
+    return plan_build(ss->g, &ss->dp, s, budget, memory_centric, out, err, errlen);
+}
+
+void dbr_remat_session_free(dbr_remat_session *ss) {
+    dbr_remat_dp_ctx_free(ss->dp);
+    ss->dp = NULL;
 }

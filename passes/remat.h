@@ -151,6 +151,18 @@ int dbr_remat_check(const dbr_rgraph *g, const dbr_remat_event *ev, int32_t n_ev
 int dbr_remat_plan_build(const dbr_rgraph *g, dbr_remat_strategy s, int64_t budget,
                          bool memory_centric, dbr_remat_plan *out, char *err, size_t errlen);
 
+/* Many plans of one graph (a budget search): the DP's family and block
+ * costs are prepared on the first plan that needs them and kept. Same
+ * results as dbr_remat_plan_build. */
+typedef struct dbr_remat_dp_ctx dbr_remat_dp_ctx;
+typedef struct dbr_remat_session {
+    const dbr_rgraph *g;
+    dbr_remat_dp_ctx *dp; /* NULL until a dp (or auto) plan */
+} dbr_remat_session;
+int dbr_remat_session_plan(dbr_remat_session *ss, dbr_remat_strategy s, int64_t budget,
+                           bool memory_centric, dbr_remat_plan *out, char *err, size_t errlen);
+void dbr_remat_session_free(dbr_remat_session *ss);
+
 /* ---- the DP of Kusumoto et al. and its cost model -------------------------
  * Cost model of a chain 0 = L0 < L1 < ... < Lk = V, Vi = Li \ L(i-1), each
  * block replayed alone as the simulator replays it:
@@ -193,7 +205,6 @@ void dbr_remat_dp_result_free(dbr_remat_dp_result *r);
 /* The same in two steps, for many budgets over one graph: prepare builds the
  * family and every inclusion pair's block cost (o's budget and objective are
  * not used), solve runs the DP (o's budget and objective). */
-typedef struct dbr_remat_dp_ctx dbr_remat_dp_ctx;
 dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_opts *o, char *err,
                                        size_t errlen);
 int dbr_remat_dp_solve(dbr_remat_dp_ctx *d, const dbr_remat_dp_opts *o, dbr_remat_dp_result *r,

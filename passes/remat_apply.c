@@ -264,12 +264,12 @@ static void pick_put(pick *k, const bool *keep, int32_t nv, const cand *c) {
 /* Plan with the planner at model budget mb (0 with memory_centric: least
  * memory), apply and lay out; records the result in fit/least. Returns 0,
  * with *arena and *model_fits set, or -1. */
-static int try_plan(const dbr_graph *g, const dbr_rgraph *rg, const int32_t *vals, int32_t n_map,
+static int try_plan(const dbr_graph *g, dbr_remat_session *rg, const int32_t *vals, int32_t n_map,
                     const dbr_step_budget *b, const dbr_cost_model *cm, int64_t mb, bool mem,
                     int64_t target, bool *keep, pick *fit, pick *least, int64_t *arena,
                     bool *model_fits, char *err, size_t errlen) {
     dbr_remat_plan p;
-    if (dbr_remat_plan_build(rg, b->strategy, mb, mem, &p, err, errlen)) return -1;
+    if (dbr_remat_session_plan(rg, b->strategy, mb, mem, &p, err, errlen)) return -1;
     *model_fits = p.feasible;
     keep_of(&p, vals, n_map, keep, g->n_vals);
     cand c;
@@ -314,6 +314,7 @@ int dbr_step_plan_build(const dbr_graph *g, const dbr_step_budget *b, dbr_step_p
     cand_free(&c);
 
     dbr_rgraph rg = {0};
+    dbr_remat_session ss = {.g = &rg};
     int32_t n_map = 0, *vals = NULL;
     int32_t nv = g->n_vals;
     bool *keep = malloc(((size_t)nv + 1) * sizeof *keep);
@@ -346,7 +347,7 @@ int dbr_step_plan_build(const dbr_graph *g, const dbr_step_budget *b, dbr_step_p
     int64_t mb = target > 0 ? (int64_t)((double)target * ratio) : 0;
     bool model_fits;
     for (int32_t t = 0; t < tries && mb > 0; t++) {
-        if (try_plan(g, &rg, vals, n_map, b, &cm, mb, false, target, keep, &fit, &least, &arena,
+        if (try_plan(g, &ss, vals, n_map, b, &cm, mb, false, target, keep, &fit, &least, &arena,
                      &model_fits, err, errlen))
             goto out;
         sp->tries++;
@@ -364,7 +365,7 @@ int dbr_step_plan_build(const dbr_graph *g, const dbr_step_budget *b, dbr_step_p
     }
     if (!fit.set) {
         /* nothing fitted: the least memory the planner can find */
-        if (try_plan(g, &rg, vals, n_map, b, &cm, 0, true, target, keep, &fit, &least, &arena,
+        if (try_plan(g, &ss, vals, n_map, b, &cm, 0, true, target, keep, &fit, &least, &arena,
                      &model_fits, err, errlen))
             goto out;
         sp->tries++;
@@ -377,6 +378,7 @@ int dbr_step_plan_build(const dbr_graph *g, const dbr_step_budget *b, dbr_step_p
     sp->min_arena = least.arena;
     rc = 0;
 out:
+    dbr_remat_session_free(&ss);
     dbr_rgraph_free(&rg);
     free(vals);
     free(keep);
