@@ -330,6 +330,163 @@ static void block(const ctx *c, const word *a, const word *b, bool last, const i
     out->w = fpk > bpk ? fpk : bpk;
 }
 
+/* What block() finds of each node of b that depends on b alone (a is a
+ * lower set, so every consumer in b of a node of b \ a is in b \ a too). */
+typedef struct bview {
+    bool *rec, *out;
+    int32_t *maxc;   /* the last consumer in b (-1: none) */
+    int32_t *minrd;  /* the first consumer in b whose backward reads it */
+    int32_t *maxrec; /* the last consumer in b recomputed */
+    bool *bwd;       /* kept for backward when last: OUT retained or read */
+} bview;
+
+static void bview_fill(const ctx *c, const word *b, bool last, bview *bv) {
+    const dbr_rgraph *g = c->g;
+    const dbr_rg_adj *j = &c->adj;
+    for (int32_t w = c->W - 1; w >= 0; w--)
+        for (word x = b[w]; x;) {
+            int32_t v = w * 64 + 63 - __builtin_clzll(x);
+            x &= ~((word)1 << (v & 63));
+            bool outside = false, need = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
+            int32_t maxc = -1, minrd = -1, maxrec = -1;
+            for (int32_t e = j->out_first[v]; e < j->out_first[v + 1]; e++) {
+                int32_t u = j->outs[e];
+                if (!has(b, u)) {
+                    outside = true;
+                    continue;
+                }
+                bool rd = dbr_rg_bwd_reads_input(g, u, j->out_pos[e]);
+                if (bv->rec[u] || rd)
+                    need = true;
+                if (u > maxc)
+                    maxc = u;
+                if (rd && (minrd < 0 || u < minrd))
+                    minrd = u;
+                if (bv->rec[u] && u > maxrec)
+                    maxrec = u;
+            }
+            bv->out[v] = outside;
+            bv->rec[v] = !last && !outside && need;
+            bv->maxc[v] = maxc;
+            bv->minrd[v] = minrd;
+            bv->maxrec[v] = maxrec;
+        }
+}
+
+/* block() with b's view filled: the same sums in the same order. bp: for
+ * each node of bl, whether it stays in K past this block (persist). */
+static void block_b(const ctx *c, const bview *bv, const word *a, const word *b, bool last,
+                    const int32_t *bl, const bool *bp, int32_t nbl, block_cost *out) {
+    const dbr_rgraph *g = c->g;
+    const dbr_rg_adj *j = &c->adj;
+    int32_t m = 0, nr = 0;
+    int32_t *vl = c->vl, *pos_r = c->pos_r, *pos_b = c->pos_b;
+    int64_t *ev_al = c->ev_al, *ev_fr = c->ev_fr, *fr_at = c->fr_at;
+    for (int32_t w = 0; w < c->W; w++)
+        for (word x = b[w] & ~a[w]; x; x &= x - 1) {
+            int32_t v = w * 64 + __builtin_ctzll(x);
+            vl[m++] = v;
+            if (bv->rec[v])
+                pos_r[v] = nr++;
+        }
+    double t = 0;
+    int64_t k = 0, init = 0;
+    for (int32_t q = m - 1; q >= 0; q--) {
+        int32_t v = vl[q];
+        if (bv->out[v] && !last)
+            k += g->bytes[v];
+        if (bv->rec[v])
+            t += g->time[v];
+        pos_b[v] = nr + (m - 1 - q);
+    }
+    int32_t ne = nr + m;
+    for (int32_t q = 0; q < m; q++) {
+        int32_t v = vl[q], lastr = -1, maxc = bv->maxc[v];
+        bool kept = last || bv->out[v], rec = bv->rec[v];
+        int64_t by = g->bytes[v];
+        if ((g->retain[v] & DBR_RG_RETAIN_OUT) && (kept || rec))
+            lastr = pos_b[v];
+        if (bv->minrd[v] >= 0 && pos_b[bv->minrd[v]] > lastr)
+            lastr = pos_b[bv->minrd[v]];
+        if (bv->maxrec[v] >= 0 && pos_r[bv->maxrec[v]] > lastr)
+            lastr = pos_r[bv->maxrec[v]];
+        if (rec) {
+            ev_al[pos_r[v]] += by;
+            ev_fr[lastr >= 0 ? lastr : pos_r[v]] += by;
+        } else if (kept && lastr >= 0) {
+            init += by;
+            ev_fr[lastr] += by;
+        }
+        if (bv->out[v])
+            init += by;
+        else
+            ev_al[pos_b[maxc >= 0 ? maxc : v]] += by;
+        ev_fr[pos_b[v]] += by;
+    }
+    for (int32_t q = 0; q < nbl; q++) {
+        int32_t v = bl[q], maxc = -1, lastr = -1;
+        bool later = false;
+        for (int32_t e = j->out_first[v]; e < j->out_first[v + 1]; e++) {
+            int32_t u = j->outs[e];
+            if (has(a, u))
+                continue;
+            if (!has(b, u))
+                later = true;
+            else {
+                if (u > maxc)
+                    maxc = u;
+                if (!bp[q]) {
+                    if (dbr_rg_bwd_reads_input(g, u, j->out_pos[e]) && pos_b[u] > lastr)
+                        lastr = pos_b[u];
+                    if (bv->rec[u] && pos_r[u] > lastr)
+                        lastr = pos_r[u];
+                }
+            }
+        }
+        int64_t by = g->bytes[v];
+        if (later)
+            init += by;
+        else if (maxc >= 0)
+            ev_al[pos_b[maxc]] += by;
+        if (bp[q])
+            continue;
+        if (lastr >= 0)
+            ev_fr[lastr] += by;
+        else
+            init -= by;
+        if (!later && lastr < 0 && maxc >= 0)
+            fr_at[maxc] += by;
+    }
+    int64_t cur = 0, fpk = INT64_MIN;
+    for (int32_t q = 0; q < m; q++) {
+        int32_t v = vl[q], lastc = bv->maxc[v];
+        int64_t by = g->bytes[v];
+        cur += by;
+        if (cur > fpk)
+            fpk = cur;
+        if (!(bv->out[v] || (last && bv->bwd[v]))) {
+            if (lastc < 0)
+                cur -= by;
+            else
+                fr_at[lastc] += by;
+        }
+        cur -= fr_at[v];
+        fr_at[v] = 0;
+    }
+    int64_t bpk = INT64_MIN;
+    cur = init;
+    for (int32_t e = 0; e < ne; e++) {
+        cur += ev_al[e];
+        if (cur > bpk)
+            bpk = cur;
+        cur -= ev_fr[e];
+        ev_al[e] = ev_fr[e] = 0;
+    }
+    out->t = t;
+    out->k = k;
+    out->w = fpk > bpk ? fpk : bpk;
+}
+
 /* The nodes of a consumed outside a, into bl (n entries); returns the count. */
 static int32_t boundary(const ctx *c, const word *a, int32_t *bl) {
     int32_t nb = 0;
@@ -579,6 +736,79 @@ void dbr_remat_dp_ctx_free(dbr_remat_dp_ctx *d) {
     free(d);
 }
 
+/* Every pair's block cost, b by b: what depends on b alone once per b. */
+static int pair_costs(dbr_remat_dp_ctx *d) {
+    const dbr_rgraph *g = d->g;
+    fam *f = &d->f;
+    ctx *c = &d->c;
+    const dbr_rg_adj *j = &c->adj;
+    int32_t n = g->n, full = f->F - 1;
+    size_t n1 = (size_t)n + 1;
+    bview bv = {0};
+    int32_t *bfirst = calloc((size_t)f->F + 2, sizeof(int32_t));
+    int32_t *byb = malloc(((size_t)d->ne + 1) * sizeof(int32_t));
+    bool *bp = malloc(((size_t)c->bfirst[f->F] + 1) * sizeof(bool));
+    bv.rec = calloc(n1, 1);
+    bv.out = calloc(n1, 1);
+    bv.bwd = calloc(n1, 1);
+    bv.maxc = malloc(n1 * sizeof(int32_t));
+    bv.minrd = malloc(n1 * sizeof(int32_t));
+    bv.maxrec = malloc(n1 * sizeof(int32_t));
+    int rc = -1;
+    if (!bfirst || !byb || !bp || !bv.rec || !bv.out || !bv.bwd || !bv.maxc || !bv.minrd ||
+        !bv.maxrec)
+        goto out;
+    for (int32_t v = 0; v < n; v++) {
+        bool r = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
+        for (int32_t e = j->out_first[v]; e < j->out_first[v + 1]; e++)
+            r = r || dbr_rg_bwd_reads_input(g, j->outs[e], j->out_pos[e]);
+        bv.bwd[v] = r;
+    }
+    /* per a, each boundary node: persists (OUT retained, or read by a's own
+     * backward or recomputes) */
+    for (int32_t a = 0; a < f->F; a++) {
+        const word *as = set_at(f, a);
+        for (int32_t q = c->bfirst[a]; q < c->bfirst[a + 1]; q++) {
+            int32_t v = c->blist[q];
+            bool persist = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
+            for (int32_t e = j->out_first[v]; e < j->out_first[v + 1] && !persist; e++) {
+                int32_t u = j->outs[e];
+                if (has(as, u))
+                    persist = dbr_rg_bwd_reads_input(g, u, j->out_pos[e]) || c->canrec[u];
+            }
+            bp[q] = persist;
+        }
+    }
+    for (int32_t e = 0; e < d->ne; e++)
+        bfirst[d->eb[e] + 1]++;
+    for (int32_t b = 0; b < f->F; b++)
+        bfirst[b + 1] += bfirst[b];
+    for (int32_t e = 0; e < d->ne; e++)
+        byb[bfirst[d->eb[e]]++] = e;
+    for (int32_t b = f->F; b > 0; b--)
+        bfirst[b] = bfirst[b - 1];
+    bfirst[0] = 0;
+    for (int32_t b = 0; b < f->F; b++) {
+        if (bfirst[b] == bfirst[b + 1])
+            continue;
+        const word *bs = set_at(f, b);
+        bool last = b == full;
+        bview_fill(c, bs, last, &bv);
+        for (int32_t i = bfirst[b]; i < bfirst[b + 1]; i++) {
+            int32_t e = byb[i], a = d->ea[e];
+            block_b(c, &bv, set_at(f, a), bs, last, c->blist + c->bfirst[a], bp + c->bfirst[a],
+                    c->bfirst[a + 1] - c->bfirst[a], &d->ec[e]);
+        }
+    }
+    rc = 0;
+out:
+    free(bfirst);
+    free(byb);
+    free(bp);
+    free(bv.rec), free(bv.out), free(bv.bwd), free(bv.maxc), free(bv.minrd), free(bv.maxrec);
+    return rc;
+}
+
 dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_opts *o, char *err,
                                        size_t errlen) {
     if (dbr_rg_validate(g, err, errlen))
@@ -628,12 +858,12 @@ dbr_remat_dp_ctx *dbr_remat_dp_prepare(const dbr_rgraph *g, const dbr_remat_dp_o
             }
             d->ea[d->ne] = a;
             d->eb[d->ne] = b;
-            block(&d->c, set_at(f, a), set_at(f, b), b == full, d->c.blist + d->c.bfirst[a],
-                  d->c.bfirst[a + 1] - d->c.bfirst[a], &d->ec[d->ne]);
             d->ne++;
         }
     }
     d->efirst[f->F] = d->ne;
+    if (pair_costs(d))
+        goto oom;
     /* need(a) = min over blocks a -> b of max(w, k + need(b)): an entry at a
      * with K can reach the full set within a budget B iff K + need(a) <= B */
     d->need = malloc(((size_t)f->F + 1) * sizeof(int64_t));
@@ -694,8 +924,12 @@ static int back_fronts(dbr_remat_dp_ctx *d, int64_t cap) {
             for (int32_t i = 0; i < fb->len && !rc; i++) {
                 const entry *x = &d->bpl.e[fb->e[i]];
                 entry y = {x->t + bc->t, bc->k + x->k > bc->w ? bc->k + x->k : bc->w, 0, -1, -1};
+                bool clamped = bc->k + x->k <= bc->w; /* x moves when the pool grows */
                 if (kmin[a] + y.k <= cap)
                     rc = front_insert(&d->bfr[a], &d->bpl, &y, false);
+                /* H falls along fb: the rest all need bc->w, later: dominated */
+                if (clamped)
+                    break;
             }
         }
     }
