@@ -11,6 +11,10 @@ typedef struct dbr_cost_model {
     double bytes_per_s; /* memory bandwidth */
     double launch_s;    /* fixed cost per op */
     const char *name;   /* where the figures come from */
+    /* per op: compute time per output element (ns) of ops that libm or the
+     * random generator bind, not bandwidth (tanh, gelu, exp, dropout, ...);
+     * NULL or 0: none */
+    const float *elem_ns;
 } dbr_cost_model;
 
 /* This project's CPU machines, as measured in ENVIRONMENT.md. */
@@ -18,7 +22,8 @@ dbr_cost_model dbr_cost_model_cpu(void);
 
 /* Floating-point operations of node n (multiply-adds count 2). */
 double dbr_node_flops(const dbr_graph *g, const dbr_inode *n);
-/* max(flops / rate, bytes moved / bandwidth) + launch cost, in seconds. */
+/* max(flops / rate + elements * elem_ns, bytes moved / bandwidth) + launch
+ * cost, in seconds. */
 double dbr_node_time(const dbr_graph *g, const dbr_inode *n, const dbr_cost_model *cm);
 
 /* The forward nodes (phase FWD) of g, in order, as a planner graph: output
