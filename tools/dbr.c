@@ -422,9 +422,10 @@ static int cmd_train(int argc, char **argv) {
             if (mm->budget) {
                 dbr_human_bytes(mm->budget, b[0], sizeof b[0]);
                 dbr_human_bytes(peak, b[1], sizeof b[1]);
-                printf("budget %s: %d forward ops recomputed (+%.1f%% forward time, cost model), "
-                       "measured device peak %s\n",
-                       b[0], mm->recomputed, mm->recompute_pct, b[1]);
+                printf("budget %s: forward ops recomputed: %d (+%.1f%% forward time, cost model; "
+                       "planner %s), measured device peak %s\n",
+                       b[0], mm->recomputed, mm->recompute_pct, mm->strategy ? mm->strategy : "none",
+                       b[1]);
             }
         }
     }

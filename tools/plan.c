@@ -21,7 +21,7 @@ enum { SWEEP_POINTS = 14, SWEEP_POINTS_LARGE = 6, SWEEP_LARGE_NODES = 150 };
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: dbr plan (--model NAME [--batch B] | --graph FILE.json) [--budget SIZE|PCT]\n"
+            "usage: dbr plan (--model NAME [--batch B] | --graph FILE.json) [--budget SIZE|PCT|min]\n"
             "                [--strategy auto|none|chen|dp|ilp] [--json] [--sweep [-o PLOT.svg]]\n"
             "\n"
             "Plans which activations a training step keeps and which it recomputes so the\n"
