@@ -293,6 +293,50 @@ static void meta_plans_what_compiled_runs(void **state) {
     dbr_ctx_free(m);
 }
 
+/* A bad budget setting makes the context refuse work with one message. */
+static void bad_budget_config(void **state) {
+    (void)state;
+    dbr_config cfg = dbr_config_default();
+    cfg.mode = DBR_MODE_COMPILED;
+    cfg.memory_budget_frac = 1.5;
+    dbr_ctx *c = dbr_ctx_new(&cfg);
+    assert_non_null(dbr_error(c));
+    assert_non_null(strstr(dbr_error(c), "memory_budget_frac must be in [0, 1], got 1.5"));
+    assert_null(dbr_param(c, "w", DBR_F32, DBR_SHAPE(2), DBR_INIT_ZEROS));
+    dbr_ctx_free(c);
+    cfg.memory_budget_frac = 0;
+    cfg.recompute = (dbr_recompute)42;
+    c = dbr_ctx_new(&cfg);
+    assert_non_null(strstr(dbr_error(c), "unknown recompute strategy 42"));
+    dbr_ctx_free(c);
+}
+
+/* A budget in bytes holds for every plan: training fits it, a forward pass
+ * at a batch too large for it is refused with the least it needs. */
+static void forward_over_budget_is_refused(void **state) {
+    (void)state;
+    double l[2];
+    char msg[1024] = "";
+    run r = {.m = M_DEEP_CNN, .steps = 1, .frac = 0.6};
+    dbr_ctx *c = train(&r, l, msg, sizeof msg);
+    if (!c) fail_msg("%s", msg);
+    dbr_stats st;
+    dbr_stats_get(c, &st);
+    assert_true(st.mem.budget > 0);
+    static float big[64 * 784];
+    dbr_set_training(c, false);
+    dbr_step_begin(c);
+    dbr_tensor *x = dbr_input(c, DBR_F32, DBR_SHAPE(64, 784), big, false);
+    dbr_tensor *z = deep_cnn(c, x);
+    float out[64 * 10];
+    assert_int_equal(dbr_copy_out(c, z, out, sizeof out), -1);
+    printf("# %s\n", dbr_error(c));
+    assert_non_null(strstr(dbr_error(c), "cannot be met"));
+    assert_non_null(strstr(dbr_error(c), "test_budget.c:"));
+    dbr_step_end(c);
+    dbr_ctx_free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cnn_half),
@@ -302,6 +346,8 @@ int main(void) {
         cmocka_unit_test(infeasible_budget_says_the_minimum),
         cmocka_unit_test(loose_budget_recomputes_nothing),
         cmocka_unit_test(meta_plans_what_compiled_runs),
+        cmocka_unit_test(bad_budget_config),
+        cmocka_unit_test(forward_over_budget_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
