@@ -330,6 +330,12 @@ static void block(const ctx *c, const word *a, const word *b, bool last, const i
     out->w = fpk > bpk ? fpk : bpk;
 }
 
+typedef struct bnode {
+    int64_t by;
+    int32_t maxc, minrd, maxrec;
+    bool rec, out, bwd, rout; /* rout: OUT retained */
+} bnode;
+
 /* What block() finds of each node of b that depends on b alone (a is a
  * lower set, so every consumer in b of a node of b \ a is in b \ a too). */
 typedef struct bview {
@@ -338,6 +344,7 @@ typedef struct bview {
     int32_t *minrd;  /* the first consumer in b whose backward reads it */
     int32_t *maxrec; /* the last consumer in b recomputed */
     bool *bwd;       /* kept for backward when last: OUT retained or read */
+    struct bnode *nv; /* the same, packed per node, for block_b */
 } bview;
 
 static void bview_fill(const ctx *c, const word *b, bool last, bview *bv) {
@@ -370,6 +377,15 @@ static void bview_fill(const ctx *c, const word *b, bool last, bview *bv) {
             bv->maxc[v] = maxc;
             bv->minrd[v] = minrd;
             bv->maxrec[v] = maxrec;
+            bnode *p = &bv->nv[v];
+            p->by = g->bytes[v];
+            p->maxc = maxc;
+            p->minrd = minrd;
+            p->maxrec = maxrec;
+            p->rec = bv->rec[v];
+            p->out = outside;
+            p->bwd = bv->bwd[v];
+            p->rout = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
         }
 }
 
@@ -379,50 +395,31 @@ static void block_b(const ctx *c, const bview *bv, const word *a, const word *b,
                     const int32_t *bl, const bool *bp, int32_t nbl, block_cost *out) {
     const dbr_rgraph *g = c->g;
     const dbr_rg_adj *j = &c->adj;
+    const bnode *nv = bv->nv;
+    /* event slots: recomputes at 0 .. nr - 1 in index order, then gradient
+     * nodes last first at BIG - q (q: the place in b \ a), the same order */
+    const int32_t BIG = 2 * g->n + 1;
     int32_t m = 0, nr = 0;
-    int32_t *vl = c->vl, *pos_r = c->pos_r, *pos_b = c->pos_b;
+    int32_t *vl = c->vl, *rl = c->rl, *pos_r = c->pos_r, *pos_b = c->pos_b;
     int64_t *ev_al = c->ev_al, *ev_fr = c->ev_fr, *fr_at = c->fr_at;
+    int64_t k = 0, init = 0;
     for (int32_t w = 0; w < c->W; w++)
         for (word x = b[w] & ~a[w]; x; x &= x - 1) {
             int32_t v = w * 64 + __builtin_ctzll(x);
+            pos_b[v] = BIG - m;
             vl[m++] = v;
-            if (bv->rec[v])
-                pos_r[v] = nr++;
+            if (nv[v].rec) {
+                pos_r[v] = nr;
+                rl[nr++] = v;
+            }
+            if (nv[v].out)
+                k += nv[v].by;
         }
+    if (last)
+        k = 0;
     double t = 0;
-    int64_t k = 0, init = 0;
-    for (int32_t q = m - 1; q >= 0; q--) {
-        int32_t v = vl[q];
-        if (bv->out[v] && !last)
-            k += g->bytes[v];
-        if (bv->rec[v])
-            t += g->time[v];
-        pos_b[v] = nr + (m - 1 - q);
-    }
-    int32_t ne = nr + m;
-    for (int32_t q = 0; q < m; q++) {
-        int32_t v = vl[q], lastr = -1, maxc = bv->maxc[v];
-        bool kept = last || bv->out[v], rec = bv->rec[v];
-        int64_t by = g->bytes[v];
-        if ((g->retain[v] & DBR_RG_RETAIN_OUT) && (kept || rec))
-            lastr = pos_b[v];
-        if (bv->minrd[v] >= 0 && pos_b[bv->minrd[v]] > lastr)
-            lastr = pos_b[bv->minrd[v]];
-        if (bv->maxrec[v] >= 0 && pos_r[bv->maxrec[v]] > lastr)
-            lastr = pos_r[bv->maxrec[v]];
-        if (rec) {
-            ev_al[pos_r[v]] += by;
-            ev_fr[lastr >= 0 ? lastr : pos_r[v]] += by;
-        } else if (kept && lastr >= 0) {
-            init += by;
-            ev_fr[lastr] += by;
-        }
-        if (bv->out[v])
-            init += by;
-        else
-            ev_al[pos_b[maxc >= 0 ? maxc : v]] += by;
-        ev_fr[pos_b[v]] += by;
-    }
+    for (int32_t r = nr - 1; r >= 0; r--)
+        t += g->time[rl[r]];
     for (int32_t q = 0; q < nbl; q++) {
         int32_t v = bl[q], maxc = -1, lastr = -1;
         bool later = false;
@@ -459,23 +456,52 @@ static void block_b(const ctx *c, const bview *bv, const word *a, const word *b,
     }
     int64_t cur = 0, fpk = INT64_MIN;
     for (int32_t q = 0; q < m; q++) {
-        int32_t v = vl[q], lastc = bv->maxc[v];
-        int64_t by = g->bytes[v];
+        int32_t v = vl[q];
+        const bnode *x = &nv[v];
+        int32_t lastr = -1, maxc = x->maxc;
+        bool kept = last || x->out, rec = x->rec;
+        int64_t by = x->by;
+        if (x->rout && (kept || rec))
+            lastr = pos_b[v];
+        if (x->minrd >= 0 && pos_b[x->minrd] > lastr)
+            lastr = pos_b[x->minrd];
+        if (x->maxrec >= 0 && pos_r[x->maxrec] > lastr)
+            lastr = pos_r[x->maxrec];
+        if (rec) {
+            ev_al[pos_r[v]] += by;
+            ev_fr[lastr >= 0 ? lastr : pos_r[v]] += by;
+        } else if (kept && lastr >= 0) {
+            init += by;
+            ev_fr[lastr] += by;
+        }
+        if (x->out)
+            init += by;
+        else
+            ev_al[pos_b[maxc >= 0 ? maxc : v]] += by;
+        ev_fr[pos_b[v]] += by;
+        /* forward */
         cur += by;
         if (cur > fpk)
             fpk = cur;
-        if (!(bv->out[v] || (last && bv->bwd[v]))) {
-            if (lastc < 0)
+        if (!(x->out || (last && x->bwd))) {
+            if (maxc < 0)
                 cur -= by;
             else
-                fr_at[lastc] += by;
+                fr_at[maxc] += by;
         }
         cur -= fr_at[v];
         fr_at[v] = 0;
     }
     int64_t bpk = INT64_MIN;
     cur = init;
-    for (int32_t e = 0; e < ne; e++) {
+    for (int32_t e = 0; e < nr; e++) {
+        cur += ev_al[e];
+        if (cur > bpk)
+            bpk = cur;
+        cur -= ev_fr[e];
+        ev_al[e] = ev_fr[e] = 0;
+    }
+    for (int32_t e = BIG - m + 1; e <= BIG; e++) {
         cur += ev_al[e];
         if (cur > bpk)
             bpk = cur;
@@ -607,6 +633,8 @@ typedef struct entry {
 typedef struct front {
     int32_t *e; /* indices into the entry pool */
     int32_t len, cap;
+    entry *x; /* memory-centric: a copy of e's entries, in the same order */
+    int32_t xcap;
 } front;
 
 typedef struct pool {
@@ -674,17 +702,24 @@ static int front_insert(front *f, pool *pl, const entry *cand, bool mem) {
         f->len++;
         return 0;
     }
-    for (int32_t i = 0; i < f->len; i++)
-        if (dominates(&pl->e[f->e[i]], cand, mem))
-            return 0;
+    /* dominance is transitive and no entry dominates another: when one
+     * dominates cand, cand dominates none before it, so nothing has moved */
     int32_t m = 0;
-    for (int32_t i = 0; i < f->len; i++)
-        if (!dominates(cand, &pl->e[f->e[i]], mem))
+    for (int32_t i = 0; i < f->len; i++) {
+        const entry *x = &f->x[i];
+        if (dominates(x, cand, mem))
+            return 0;
+        if (!dominates(cand, x, mem)) {
+            f->x[m] = *x;
             f->e[m++] = f->e[i];
+        }
+    }
     f->len = m;
     int id = pool_add(pl, cand);
-    if (id < 0 || grow((void **)&f->e, &f->cap, f->len, sizeof *f->e, 4))
+    if (id < 0 || grow((void **)&f->e, &f->cap, f->len, sizeof *f->e, 4) ||
+        grow((void **)&f->x, &f->xcap, f->len, sizeof *f->x, 4))
         return -1;
+    f->x[f->len] = *cand;
     f->e[f->len++] = id;
     return 0;
 }
@@ -754,9 +789,10 @@ static int pair_costs(dbr_remat_dp_ctx *d) {
     bv.maxc = malloc(n1 * sizeof(int32_t));
     bv.minrd = malloc(n1 * sizeof(int32_t));
     bv.maxrec = malloc(n1 * sizeof(int32_t));
+    bv.nv = malloc(n1 * sizeof *bv.nv);
     int rc = -1;
     if (!bfirst || !byb || !bp || !bv.rec || !bv.out || !bv.bwd || !bv.maxc || !bv.minrd ||
-        !bv.maxrec)
+        !bv.maxrec || !bv.nv)
         goto out;
     for (int32_t v = 0; v < n; v++) {
         bool r = (g->retain[v] & DBR_RG_RETAIN_OUT) != 0;
@@ -806,6 +842,7 @@ out:
     free(byb);
     free(bp);
     free(bv.rec), free(bv.out), free(bv.bwd), free(bv.maxc), free(bv.minrd), free(bv.maxrec);
+    free(bv.nv);
     return rc;
 }
 
@@ -889,7 +926,14 @@ oom:
 
 /* The chains from each set to the full one as a front of (time to go, T;
  * headroom over K they need, H) with H <= cap, each front a staircase (t:
- * T, k: H). Computed once for the largest budget asked so far. */
+ * T, k: H). Computed once for the largest budget asked so far. Each set's
+ * front is built in a contiguous scratch staircase (the same inserts as
+ * front_insert) and then laid out contiguously in the pool. */
+typedef struct tk {
+    double t;
+    int64_t k;
+} tk;
+
 static int back_fronts(dbr_remat_dp_ctx *d, int64_t cap) {
     int32_t full = d->f.F - 1;
     if (!d->bfr) {
@@ -903,8 +947,13 @@ static int back_fronts(dbr_remat_dp_ctx *d, int64_t cap) {
     d->bcap = 0;
     /* the least K any chain reaches each set with: more headroom is no use */
     int64_t *kmin = malloc(((size_t)d->f.F + 1) * sizeof *kmin);
-    if (!kmin)
+    int32_t scap = 64, sl;
+    tk *st = malloc((size_t)scap * sizeof *st);
+    if (!kmin || !st) {
+        free(kmin);
+        free(st);
         return -1;
+    }
     for (int32_t s = 0; s < d->f.F; s++)
         kmin[s] = s ? INT64_MAX : 0;
     for (int32_t a = 0; a < full; a++)
@@ -916,24 +965,119 @@ static int back_fronts(dbr_remat_dp_ctx *d, int64_t cap) {
     for (int32_t a = full - 1; a >= 0 && !rc; a--) {
         if (kmin[a] == INT64_MAX)
             continue;
+        sl = 0;
         for (int32_t e = d->efirst[a]; e < d->efirst[a + 1] && !rc; e++) {
             const block_cost *bc = &d->ec[e];
             const front *fb = &d->bfr[d->eb[e]];
-            if (kmin[a] + bc->w > cap)
+            if (kmin[a] + bc->w > cap || !fb->len)
                 continue;
-            for (int32_t i = 0; i < fb->len && !rc; i++) {
-                const entry *x = &d->bpl.e[fb->e[i]];
-                entry y = {x->t + bc->t, bc->k + x->k > bc->w ? bc->k + x->k : bc->w, 0, -1, -1};
+            const entry *xs = &d->bpl.e[fb->e[0]]; /* contiguous */
+            {
+                /* every candidate has t >= t0 and k >= k0: when an entry
+                 * dominates (t0, k0), each of them is dropped */
+                double t0 = xs[0].t + bc->t;
+                int64_t k0 = bc->k + xs[fb->len - 1].k > bc->w ? bc->k + xs[fb->len - 1].k : bc->w;
+                int32_t lo = 0, hi = sl;
+                while (lo < hi) {
+                    int32_t mid = (lo + hi) / 2;
+                    if (st[mid].t <= t0)
+                        lo = mid + 1;
+                    else
+                        hi = mid;
+                }
+                if (lo > 0 && st[lo - 1].k <= k0)
+                    continue;
+            }
+            int32_t from = 0; /* the candidates' t increase: no earlier place */
+            /* H falls along fb: those before i0 pass cap (and none is clamped) */
+            int32_t i0 = 0;
+            {
+                int32_t lo = 0, hi = fb->len;
+                while (lo < hi) {
+                    int32_t mid = (lo + hi) / 2;
+                    if (kmin[a] + bc->k + xs[mid].k > cap)
+                        lo = mid + 1;
+                    else
+                        hi = mid;
+                }
+                i0 = lo;
+            }
+            for (int32_t i = i0; i < fb->len; i++) {
+                const entry *x = &xs[i];
+                double yt = x->t + bc->t;
+                int64_t yk = bc->k + x->k > bc->w ? bc->k + x->k : bc->w;
                 bool clamped = bc->k + x->k <= bc->w; /* x moves when the pool grows */
-                if (kmin[a] + y.k <= cap)
-                    rc = front_insert(&d->bfr[a], &d->bpl, &y, false);
+                if (kmin[a] + yk <= cap) {
+                    int32_t lo = from, hi = from, step = 1; /* first entry with t > yt */
+                    while (hi < sl && st[hi].t <= yt) {
+                        lo = hi + 1;
+                        hi += step;
+                        step *= 2;
+                    }
+                    if (hi > sl)
+                        hi = sl;
+                    while (lo < hi) {
+                        int32_t mid = (lo + hi) / 2;
+                        if (st[mid].t <= yt)
+                            lo = mid + 1;
+                        else
+                            hi = mid;
+                    }
+                    if (!(lo > 0 && st[lo - 1].k <= yk)) {
+                        int32_t at = lo;
+                        while (at > 0 && st[at - 1].t == yt)
+                            at--;
+                        int32_t end = at;
+                        while (end < sl && st[end].k >= yk)
+                            end++;
+                        if (end > at) {
+                            memmove(st + at + 1, st + end, (size_t)(sl - end) * sizeof *st);
+                            sl -= end - at - 1;
+                        } else {
+                            if (sl == scap) {
+                                tk *ns = realloc(st, (size_t)scap * 2 * sizeof *st);
+                                if (!ns) {
+                                    rc = -1;
+                                    break;
+                                }
+                                st = ns;
+                                scap *= 2;
+                            }
+                            memmove(st + at + 1, st + at, (size_t)(sl - at) * sizeof *st);
+                            sl++;
+                        }
+                        st[at].t = yt;
+                        st[at].k = yk;
+                        from = at;
+                    } else
+                        from = lo > 0 ? lo - 1 : 0;
+                }
                 /* H falls along fb: the rest all need bc->w, later: dominated */
                 if (clamped)
                     break;
             }
         }
+        front *fa = &d->bfr[a];
+        if (!rc && sl > fa->cap) {
+            int32_t *ne = realloc(fa->e, (size_t)sl * sizeof *ne);
+            if (!ne)
+                rc = -1;
+            else {
+                fa->e = ne;
+                fa->cap = sl;
+            }
+        }
+        for (int32_t i = 0; i < sl && !rc; i++) {
+            entry y = {st[i].t, st[i].k, 0, -1, -1};
+            int id = pool_add(&d->bpl, &y);
+            if (id < 0)
+                rc = -1;
+            else
+                fa->e[fa->len++] = id;
+        }
     }
     free(kmin);
+    free(st);
     if (!rc)
         d->bcap = cap;
     return rc;
@@ -942,15 +1086,18 @@ static int back_fronts(dbr_remat_dp_ctx *d, int64_t cap) {
 /* The least time to go from set a with K within the budget (INFINITY: none). */
 static double time_to_go(const dbr_remat_dp_ctx *d, int32_t a, int64_t k, int64_t budget) {
     const front *f = &d->bfr[a];
+    if (!f->len)
+        return INFINITY;
+    const entry *xs = &d->bpl.e[f->e[0]]; /* contiguous */
     int32_t lo = 0, hi = f->len; /* H decreases along the front: the first with K + H <= budget */
     while (lo < hi) {
         int32_t mid = (lo + hi) / 2;
-        if (k + d->bpl.e[f->e[mid]].k > budget)
+        if (k + xs[mid].k > budget)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < f->len ? d->bpl.e[f->e[lo]].t : INFINITY;
+    return lo < f->len ? xs[lo].t : INFINITY;
 }
 
 /* Fills the fronts from the empty set on. With prune, a time-centric entry
@@ -1072,7 +1219,7 @@ oom:
 out:
     if (fr)
         for (int32_t s = 0; s < f->F; s++)
-            free(fr[s].e);
+            free(fr[s].e), free(fr[s].x);
     free(fr);
     free(pl.e);
     if (rc)
