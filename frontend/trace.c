@@ -305,12 +305,20 @@ static int segment_build(dbr_ctx *ctx, const int32_t *want, int32_t n_want, segm
 }
 
 /* Plans hold device memory counted in the context's bytes. */
+static int64_t tinfo_bytes(const dbr_tinfo *t) {
+    return dbr_tinfo_numel(t) * (int64_t)dbr_dt_size(t->dtype);
+}
+
+/* A device buffer for t: at least one element, padded to 64 bytes. */
+static int64_t aligned_bytes(const dbr_tinfo *t) {
+    int64_t n = tinfo_bytes(t);
+    return ((n ? n : (int64_t)dbr_dt_size(t->dtype)) + 63) & ~(int64_t)63;
+}
+
 static int64_t plan_bytes(const dbr_plan *p) {
     int64_t n = 0; /* the arena is the context's, counted once */
     for (int32_t b = 0; p->binds && b < p->n_binds; b++)
-        if (p->binds[b].owned)
-            n += (dbr_tinfo_numel(&p->binds[b].t) * (int64_t)dbr_dt_size(p->binds[b].t.dtype) + 63) &
-                 ~(int64_t)63;
+        if (p->binds[b].owned) n += aligned_bytes(&p->binds[b].t);
     return n;
 }
 
@@ -413,15 +421,10 @@ typedef struct out_req {
     int32_t effect;
 } out_req;
 
-static int64_t aligned_bytes(const dbr_tinfo *t) {
-    int64_t n = dbr_tinfo_numel(t);
-    return ((n ? n : 1) * (int64_t)dbr_dt_size(t->dtype) + 63) & ~(int64_t)63;
-}
-
-/* What the device holds beside the arena while g runs: the leaves it
- * binds and what the flush copies out. */
-static dbr_plan_mem mem_parts(const dbr_graph *g, const out_req *req, int32_t n_req) {
-    dbr_plan_mem m = {.strategy = "none"};
+/* What the device holds beside the arena while g runs: the leaves it binds
+ * and `outputs`, what is copied out after the run. */
+static dbr_plan_mem mem_parts(const dbr_graph *g, int64_t outputs) {
+    dbr_plan_mem m = {.strategy = "none", .outputs = outputs};
     for (int32_t v = 0; v < g->n_vals; v++) {
         const dbr_value *x = &g->vals[v];
         int64_t b = aligned_bytes(&x->t);
@@ -433,8 +436,6 @@ static dbr_plan_mem mem_parts(const dbr_graph *g, const out_req *req, int32_t n_
         default: break;
         }
     }
-    for (int32_t k = 0; k < n_req; k++)
-        if (req[k].kind == OUT_TENSOR || req[k].kind == OUT_GRAD) m.outputs += req[k].t->nbytes;
     return m;
 }
 
@@ -475,15 +476,34 @@ static dbr_remat_strategy remat_strategy(dbr_recompute r) {
     }
 }
 
-/* The context's budget for a step holding `fixed` bytes beside its arena. */
-static dbr_step_budget step_budget(const dbr_ctx *ctx, int64_t fixed) {
-    bool frac = !ctx->cfg.memory_budget && !ctx->tr.budget_bytes;
-    return (dbr_step_budget){.budget = frac                      ? 0
-                                       : ctx->cfg.memory_budget ? ctx->cfg.memory_budget
-                                                                : ctx->tr.budget_bytes,
+/* The context's budget for step g, holding `fixed` bytes beside its arena.
+ * A fraction is of a training step's peak: a forward-only piece before the
+ * first training step has none; later plans (evaluation, a last smaller
+ * batch) keep the bytes the first training step resolved it to. */
+static dbr_step_budget step_budget(const dbr_ctx *ctx, const dbr_graph *g, int64_t fixed) {
+    bool frac = !ctx->cfg.memory_budget && !ctx->tr.budget_bytes && has_backward(g);
+    return (dbr_step_budget){.budget = ctx->cfg.memory_budget ? ctx->cfg.memory_budget
+                                                              : ctx->tr.budget_bytes,
                              .budget_frac = frac ? ctx->cfg.memory_budget_frac : 0,
                              .fixed = fixed,
                              .strategy = remat_strategy(ctx->cfg.recompute)};
+}
+
+/* Plans step g (simplified) under the context's budget: the parts beside
+ * the arena (with `outputs` copied out), the recomputation and memplan's
+ * arena, into *m and *sp. 0, or -1 with a message. */
+static int plan_budget(const dbr_ctx *ctx, const dbr_graph *g, int64_t outputs, dbr_plan_mem *m,
+                       dbr_step_plan *sp, char *err, size_t errlen) {
+    *m = mem_parts(g, outputs);
+    dbr_step_budget sb = step_budget(ctx, g, m->params + m->optim_state + m->inputs + m->outputs);
+    if (dbr_step_plan_build(g, &sb, sp, err, errlen)) return -1;
+    mem_of_plan(m, sp);
+    for (int32_t k = 0; k < sp->g->n_nodes; k++) { /* gradients the updates read */
+        const dbr_inode *nd = &sp->g->nodes[k];
+        if (nd->phase == DBR_PH_OPT && nd->n_in > 1 && sp->mp.offset[nd->in[1]] >= 0)
+            m->grads += dbr_value_arena_bytes(sp->g, nd->in[1]);
+    }
+    return 0;
 }
 
 /* segment -> simplify -> budget (recompute, move updates up) -> memplan ->
@@ -505,12 +525,11 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
     if (dbr_simplify(s->g, &g, remap, NULL, err, errlen)) goto fail;
     dbr_graph_dump(g, "simplify");
     if (dbr_graph_verify(g, err, errlen)) goto fail;
-    p->mem = mem_parts(g, req, s->n_outputs);
+    int64_t outputs = 0;
+    for (int32_t k = 0; k < s->n_outputs; k++)
+        if (req[k].kind == OUT_TENSOR || req[k].kind == OUT_GRAD) outputs += req[k].t->nbytes;
+    if (plan_budget(ctx, g, outputs, &p->mem, &sp, err, errlen)) goto fail;
     int64_t fixed = p->mem.params + p->mem.optim_state + p->mem.inputs + p->mem.outputs;
-    dbr_step_budget sb = step_budget(ctx, fixed);
-    if (sb.budget_frac > 0 && !has_backward(g))
-        sb.budget_frac = 0; /* a fraction is of a training step's peak: not this piece's */
-    if (dbr_step_plan_build(g, &sb, &sp, err, errlen)) goto fail;
     if (!sp.feasible) {
         char b[8][32];
         dbr_human_bytes(sp.budget, b[0], sizeof b[0]);
@@ -528,11 +547,8 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
                  b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
         goto fail;
     }
-    /* a fraction is of the training step's peak: later plans (evaluation,
-     * a last smaller batch) keep the bytes it came to */
-    if (!ctx->cfg.memory_budget && ctx->cfg.memory_budget_frac > 0 && !ctx->tr.budget_bytes &&
-        has_backward(g))
-        ctx->tr.budget_bytes = sp.budget;
+    if (!ctx->cfg.memory_budget && !ctx->tr.budget_bytes && sp.budget)
+        ctx->tr.budget_bytes = sp.budget; /* a fraction, resolved (see step_budget) */
     dbr_graph_free(g);
     g = sp.g; /* the step as it runs: its node order is the schedule */
     sp.g = NULL;
@@ -565,8 +581,6 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
             l->in[i] = mp->offset[v] >= 0 ? mp->offset[v] : -1 - (int64_t)bind_of[v];
         }
         l->out = mp->offset[nd->out];
-        if (nd->phase == DBR_PH_OPT && nd->n_in > 1 && mp->offset[nd->in[1]] >= 0)
-            p->mem.grads += dbr_value_arena_bytes(g, nd->in[1]);
     }
     /* outputs are arena values or, once simplified, possibly leaves */
     for (int32_t k = 0; k < s->n_outputs; k++) {
@@ -582,7 +596,6 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
     p->arena_bytes = mp->arena_bytes;
     p->lower_bound = mp->lower_bound;
     p->n_inplace = mp->n_inplace;
-    mem_of_plan(&p->mem, &sp);
     if (arena_reserve(ctx, p->dev, p->arena_bytes)) goto oom;
     ctx->live_bytes += plan_bytes(p);
     if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
@@ -1129,7 +1142,7 @@ int dbr_plan_step_(dbr_ctx *ctx, dbr_step_mem *out, const char *file, int line) 
         bool out_v = v == tr->bwd_loss || (t && t->kept && t->vid == v && t->vgen == tr->gen);
         if (c->vals[v].kind == DBR_V_INTER && out_v) {
             c->vals[v].is_output = true;
-            outputs += dbr_tinfo_numel(&c->vals[v].t) * (int64_t)dbr_dt_size(c->vals[v].t.dtype);
+            outputs += tinfo_bytes(&c->vals[v].t);
         }
     }
     for (int32_t e = 0; e < tr->n_effects; e++) /* batch statistics for the running averages */
@@ -1139,20 +1152,11 @@ int dbr_plan_step_(dbr_ctx *ctx, dbr_step_mem *out, const char *file, int line) 
     for (int32_t k = 0; !updates && k < tr->n_grad; k++)
         if (tr->grad_vid && tr->grad_vid[k] >= 0) {
             c->vals[tr->grad_vid[k]].is_output = true;
-            outputs += dbr_tinfo_numel(&c->vals[tr->grad_vid[k]].t) *
-                       (int64_t)dbr_dt_size(c->vals[tr->grad_vid[k]].t.dtype);
+            outputs += tinfo_bytes(&c->vals[tr->grad_vid[k]].t);
         }
     if (dbr_simplify(c, &g, remap, NULL, err, sizeof err)) goto out;
-    dbr_plan_mem m = mem_parts(g, NULL, 0);
-    m.outputs = outputs;
-    dbr_step_budget sb = step_budget(ctx, m.params + m.optim_state + m.inputs + m.outputs);
-    if (dbr_step_plan_build(g, &sb, &sp, err, sizeof err)) goto out;
-    mem_of_plan(&m, &sp);
-    for (int32_t k = 0; k < sp.g->n_nodes; k++) {
-        const dbr_inode *nd = &sp.g->nodes[k];
-        if (nd->phase == DBR_PH_OPT && nd->n_in > 1 && sp.mp.offset[nd->in[1]] >= 0)
-            m.grads += dbr_value_arena_bytes(sp.g, nd->in[1]);
-    }
+    dbr_plan_mem m;
+    if (plan_budget(ctx, g, outputs, &m, &sp, err, sizeof err)) goto out;
     *out = step_mem_of(&m, sp.mp.arena_bytes);
     rc = 0;
 out:
