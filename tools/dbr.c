@@ -73,7 +73,8 @@ static void usage_train(FILE *f) {
 }
 
 typedef struct train_args {
-    const char *model, *optimizer, *data, *save, *mode, *budget_s, *recompute;
+    const char *model, *optimizer, *data, *save, *mode, *budget_s, *recompute_s;
+    dbr_recompute recompute;
     int64_t epochs, batch, steps;
     int64_t budget;     /* --budget in bytes, or */
     double budget_frac; /* as a fraction of the no-recompute peak */
@@ -172,11 +173,10 @@ static int parse_train(int argc, char **argv, train_args *a) {
                                 "the no-recompute peak (e.g. 40%%), got '%s'%s", v, "");
             a->budget_s = v;
         } else if (!strcmp(f, "--recompute")) {
-            if (strcmp(v, "auto") && strcmp(v, "none") && strcmp(v, "chen") && strcmp(v, "dp") &&
-                strcmp(v, "ilp"))
+            if (dbr_recompute_parse(v, &a->recompute))
                 return bad_flag("unknown recompute strategy '%s' (known: %s)", v,
                                 "auto, none, chen, dp, ilp");
-            a->recompute = v;
+            a->recompute_s = v;
         } else if (!strcmp(f, "--data")) {
             a->data = v;
         } else if (!strcmp(f, "--save")) {
@@ -185,7 +185,7 @@ static int parse_train(int argc, char **argv, train_args *a) {
             return bad_flag("unknown flag '%s'%s", f, "");
         }
     }
-    if (a->budget_s || a->recompute) {
+    if (a->budget_s || a->recompute_s) {
         /* recomputation is a compiled-mode pass */
         if (a->mode_given && !strcmp(a->mode, "eager"))
             return bad_flag("%s needs compiled mode: eager mode runs each op at once and keeps "
@@ -271,12 +271,7 @@ static int cmd_train(int argc, char **argv) {
     cfg.mode = strcmp(a.mode, "compiled") ? DBR_MODE_EAGER : DBR_MODE_COMPILED;
     cfg.memory_budget = a.budget;
     cfg.memory_budget_frac = a.budget_frac;
-    if (a.recompute)
-        cfg.recompute = !strcmp(a.recompute, "none")   ? DBR_RECOMPUTE_NONE
-                        : !strcmp(a.recompute, "chen") ? DBR_RECOMPUTE_CHEN
-                        : !strcmp(a.recompute, "dp")   ? DBR_RECOMPUTE_DP
-                        : !strcmp(a.recompute, "ilp")  ? DBR_RECOMPUTE_ILP
-                                                       : DBR_RECOMPUTE_AUTO;
+    cfg.recompute = a.recompute;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (!ctx) {
         fprintf(stderr, "dbr: out of memory\n");

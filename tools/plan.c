@@ -128,6 +128,15 @@ static int model_graph(const char *name, int64_t batch, dbr_rgraph *rg, char *er
     return rc;
 }
 
+int dbr_recompute_parse(const char *name, dbr_recompute *out) {
+    static const struct { const char *name; dbr_recompute r; } known[] = {
+        {"auto", DBR_RECOMPUTE_AUTO}, {"none", DBR_RECOMPUTE_NONE}, {"chen", DBR_RECOMPUTE_CHEN},
+        {"dp", DBR_RECOMPUTE_DP},     {"ilp", DBR_RECOMPUTE_ILP}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(name, known[i].name)) return *out = known[i].r, 0;
+    return -1;
+}
+
 /* The model's whole training step (backward and optimizer included) as
  * compiled mode would plan it under the budget: memplan's arena, not the
  * planner's estimate. */
@@ -137,11 +146,9 @@ static int step_plan(const char *name, int64_t batch, int64_t budget, double fra
     cfg.mode = DBR_MODE_META;
     cfg.memory_budget = budget;
     cfg.memory_budget_frac = frac;
-    cfg.recompute = strategy == DBR_REMAT_NONE   ? DBR_RECOMPUTE_NONE
-                    : strategy == DBR_REMAT_CHEN ? DBR_RECOMPUTE_CHEN
-                    : strategy == DBR_REMAT_DP   ? DBR_RECOMPUTE_DP
-                    : strategy == DBR_REMAT_ILP  ? DBR_RECOMPUTE_ILP
-                                                 : DBR_RECOMPUTE_AUTO;
+    if (strategy < 0 ||
+        dbr_recompute_parse(dbr_remat_strategy_name((dbr_remat_strategy)strategy), &cfg.recompute))
+        cfg.recompute = DBR_RECOMPUTE_AUTO;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (!ctx) return snprintf(err, n, "out of memory"), -1;
     dbr_step_begin(ctx);

@@ -18,6 +18,10 @@ int dbr_cmd_plan(int argc, char **argv);
  * as 0.4. 0, or -1 when it is neither. */
 int dbr_parse_budget(const char *s, int64_t *bytes, double *frac);
 
+/* A planner's name ("auto", "none", "chen", "dp", "ilp") as the config's
+ * dbr_recompute. 0, or -1 when the name is unknown. */
+int dbr_recompute_parse(const char *name, dbr_recompute *out);
+
 /* Records one training step of a zoo model (meant for meta mode): an input
  * of the model's shape at this batch, the model, cross-entropy over its
  * class axis and, unless forward_only, backward and the update of the
