@@ -2,6 +2,7 @@
  * reverse-mode autodiff over the tape, using the gradient rules of ir/grad.c
  * through a builder that runs each emitted op at once. */
 #include "frontend/internal.h"
+#include "runtime/prof.h"
 #include "runtime/runtime.h"
 
 #include <stdio.h>
@@ -92,7 +93,13 @@ dbr_tensor *dbr_apply(dbr_ctx *ctx, dbr_node *n, int n_in, dbr_tensor *const in[
     if (!meta) {
         const void *ptr[DBR_MAX_SRC];
         for (int i = 0; i < n_in; i++) ptr[i] = in[i]->data;
-        if (dbr_cpu_exec(n, ptr, out->data)) {
+        dbr_prof *prof = ctx->prof && ctx->prof->on ? ctx->prof : NULL;
+        int64_t t0 = prof ? dbr_prof_now_ns() : 0;
+        int rc = dbr_cpu_exec(n, ptr, out->data);
+        if (prof) /* backward's rules run with grad off; so does batch norm's statistics op */
+            dbr_prof_record(prof, n, ctx->grad_enabled || n->op == DBR_OP_BN_STATS ? "fwd" : "bwd",
+                            t0, dbr_prof_now_ns());
+        if (rc) {
             dbr_set_error(ctx, n->file, n->line, n->api,
                           "the CPU kernel for %s (%s) failed: unsupported dtype or out of "
                           "scratch memory",

@@ -2,6 +2,7 @@
  * the counted, size-keyed allocator every tensor's data comes from. */
 #include "frontend/internal.h"
 #include "runtime/cuda.h"
+#include "runtime/prof.h"
 #include "runtime/runtime.h"
 
 #include <errno.h>
@@ -188,6 +189,7 @@ void dbr_ctx_free(dbr_ctx *ctx) {
     }
     free_tensor_list(ctx, ctx->params);
     free(ctx->tape);
+    dbr_prof_free(ctx->prof);
     free(ctx);
     dbr_mem_trim();
 }
@@ -217,6 +219,26 @@ int64_t dbr_step_index(const dbr_ctx *ctx) { return ctx->step; }
 int64_t dbr_live_bytes(const dbr_ctx *ctx) { return ctx->live_bytes; }
 int64_t dbr_peak_bytes(const dbr_ctx *ctx) { return ctx->peak_bytes; }
 void dbr_reset_peak(dbr_ctx *ctx) { ctx->peak_bytes = ctx->live_bytes; }
+
+/* ---- profiling: the event log lives in runtime/prof.c ------------------ */
+void dbr_prof_enable(dbr_ctx *ctx, bool on) {
+    if (!ctx->prof && on) ctx->prof = calloc(1, sizeof *ctx->prof);
+    if (ctx->prof)
+        ctx->prof->on = on;
+    else if (on)
+        dbr_set_error(ctx, NULL, 0, "dbr_prof_enable", "out of memory");
+}
+
+bool dbr_prof_enabled(const dbr_ctx *ctx) { return ctx->prof && ctx->prof->on; }
+
+int64_t dbr_prof_events(const dbr_ctx *ctx, const dbr_prof_event **ev) {
+    if (ev) *ev = ctx->prof ? ctx->prof->ev : NULL;
+    return ctx->prof ? ctx->prof->n : 0;
+}
+
+void dbr_prof_reset(dbr_ctx *ctx) {
+    if (ctx->prof) dbr_prof_clear(ctx->prof);
+}
 
 const char *dbr_dtype_name(dbr_dtype dt) {
     return (unsigned)dt < DBR_NDTYPES ? dbr_dt_name((int32_t)dt) : "?";

@@ -62,6 +62,7 @@ typedef struct dbr_trace {
     double host_ms, run_ms;    /* recording and flush bookkeeping; running plans */
     int64_t arena_bytes, lower_bound; /* of the last plan run */
     dbr_step_mem mem;                 /* of the last plan run */
+    int64_t fused_groups, fused_ops;  /* made by the plans compiled so far */
     int64_t budget_bytes;             /* memory_budget_frac as bytes, once a training step
                                          resolved it */
 } dbr_trace;
@@ -97,6 +98,8 @@ struct dbr_ctx {
     int64_t optim_steps;
 
     dbr_trace tr;
+
+    struct dbr_prof *prof;     /* runtime/prof.h: created by dbr_prof_enable, else NULL */
 };
 
 /* Record the first user error: "file:line: api: message". */

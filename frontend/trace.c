@@ -4,7 +4,9 @@
  * schedule, memplan) and runs it over one arena. */
 #include "frontend/internal.h"
 #include "ir/graph.h"
+#include "codegen/codegen.h"
 #include "passes/autodiff.h"
+#include "passes/fuse.h"
 #include "passes/passes.h"
 #include "passes/remat_apply.h"
 #include "passes/simplify.h"
@@ -506,7 +508,30 @@ static int plan_budget(const dbr_ctx *ctx, const dbr_graph *g, int64_t outputs, 
     return 0;
 }
 
-/* segment -> simplify -> budget (recompute, move updates up) -> memplan ->
+/* Fuses *g in place of itself (see passes/fuse.h) when the context, the
+ * environment and a back end allow; remap (values of the graph before
+ * simplify -> values of *g) is composed with fusion's. 0 or -1. */
+static int fuse_step(const dbr_ctx *ctx, dbr_graph **g, int32_t *remap, int32_t n_remap,
+                     dbr_fuse_stats *st, char *err, size_t errlen) {
+    *st = (dbr_fuse_stats){0};
+    if (ctx->cfg.no_fuse || !dbr_fuse_enabled_by_env() || !dbr_cg_cpu_available()) return 0;
+    int32_t *fr = malloc(((size_t)(*g)->n_vals + 1) * sizeof *fr);
+    dbr_graph *f = NULL;
+    if (!fr) return dbr_errf(err, errlen, "out of memory");
+    if (dbr_fuse(*g, &f, fr, st, err, errlen)) {
+        free(fr);
+        return -1;
+    }
+    for (int32_t v = 0; v < n_remap; v++)
+        if (remap[v] >= 0) remap[v] = fr[remap[v]];
+    free(fr);
+    dbr_graph_free(*g);
+    *g = f;
+    dbr_graph_dump(f, "fuse");
+    return dbr_graph_verify(f, err, errlen);
+}
+
+/* segment -> simplify -> fuse -> budget (recompute, move updates up) -> memplan ->
  * launches. Every pass's result is verified (cheap next to a compile, and
  * it names the pass that broke a graph) and, with DBR_DUMP, written out. */
 static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint64_t key,
@@ -525,6 +550,10 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
     if (dbr_simplify(s->g, &g, remap, NULL, err, errlen)) goto fail;
     dbr_graph_dump(g, "simplify");
     if (dbr_graph_verify(g, err, errlen)) goto fail;
+    dbr_fuse_stats fst;
+    if (fuse_step(ctx, &g, remap, s->g->n_vals, &fst, err, errlen)) goto fail;
+    ctx->tr.fused_groups += fst.groups;
+    ctx->tr.fused_ops += fst.fused;
     int64_t outputs = 0;
     for (int32_t k = 0; k < s->n_outputs; k++)
         if (req[k].kind == OUT_TENSOR || req[k].kind == OUT_GRAD) outputs += req[k].t->nbytes;
@@ -573,6 +602,7 @@ static dbr_plan *plan_compile(dbr_ctx *ctx, segment *s, const out_req *req, uint
     for (int32_t k = 0; k < g->n_nodes; k++) {
         const dbr_inode *nd = &g->nodes[sp.order[k]];
         dbr_launch *l = &p->launches[k];
+        l->phase = (int32_t)nd->phase;
         l->node = (dbr_node){.op = nd->op, .n_in = nd->n_in, .out = g->vals[nd->out].t,
                              .a = nd->a, .api = nd->api, .file = nd->file, .line = nd->line};
         for (int i = 0; i < nd->n_in; i++) {
@@ -713,7 +743,8 @@ static int run_plan(dbr_ctx *ctx, dbr_plan *p, dbr_tensor *const *mat, out_req *
     int32_t failed = -1;
     p->arena = tr->arena;
     double run0 = now_ms();
-    dbr_run_keys keys = {.seed = ctx->cfg.seed, .step = ctx->step, .opt_t = ctx->optim_steps + 1};
+    dbr_run_keys keys = {.seed = ctx->cfg.seed, .step = ctx->step, .opt_t = ctx->optim_steps + 1,
+                         .prof = ctx->prof};
     int run_rc = dbr_plan_run(p, bp, &keys, NULL, &failed);
     tr->run_ms += now_ms() - run0;
     if (run_rc) {
@@ -1155,6 +1186,8 @@ int dbr_plan_step_(dbr_ctx *ctx, dbr_step_mem *out, const char *file, int line) 
             outputs += tinfo_bytes(&c->vals[tr->grad_vid[k]].t);
         }
     if (dbr_simplify(c, &g, remap, NULL, err, sizeof err)) goto out;
+    dbr_fuse_stats fst;
+    if (fuse_step(ctx, &g, remap, c->n_vals, &fst, err, sizeof err)) goto out;
     dbr_plan_mem m;
     if (plan_budget(ctx, g, outputs, &m, &sp, err, sizeof err)) goto out;
     *out = step_mem_of(&m, sp.mp.arena_bytes);
@@ -1173,6 +1206,8 @@ void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out) {
     const dbr_plan_cache *c = tr->cache;
     memset(out, 0, sizeof *out);
     if (c) {
+        out->fused_groups = tr->fused_groups;
+        out->fused_ops = tr->fused_ops;
         out->cache_hits = c->hits;
         out->cache_misses = c->misses;
         out->plans = c->n;

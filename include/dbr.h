@@ -46,6 +46,10 @@ typedef struct dbr_config {
     int64_t memory_budget;
     double memory_budget_frac;
     dbr_recompute recompute;
+    /* Compiled mode fuses chains of element-wise work (and a trailing sum,
+     * mean or max) into generated kernels; true turns that off, as the
+     * environment variable DBR_NO_FUSE=1 does. */
+    bool no_fuse;
 } dbr_config;
 
 typedef struct dbr_ctx dbr_ctx;
@@ -146,8 +150,32 @@ typedef struct dbr_stats {
     double host_ms; /* recording ops, cutting, hashing, cache lookups, binding */
     double run_ms;  /* running plans */
     dbr_step_mem mem; /* of the last compiled plan run */
+    int64_t fused_groups, fused_ops; /* in the plans compiled: kernels made, ops they hold */
 } dbr_stats;
 void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out);
+
+/* ---- profiling ----------------------------------------------------------
+ * While enabled, the context records one event per kernel it runs: each op
+ * in eager mode, each launch of a plan in compiled mode (a fused kernel is
+ * one launch). Times are host wall time, CLOCK_MONOTONIC; CPU kernels are
+ * synchronous, so that is the kernel's time. Off (the default), profiling
+ * costs one branch per kernel. docs/prof.md explains the `dbr prof` tool
+ * built on this. */
+typedef struct dbr_prof_event {
+    const char *name;  /* the op ("matmul"), or a fused kernel's name ("f_add_gelu_64x3072") */
+    const char *phase; /* "fwd", "bwd", "opt" or "recomp" (eager: "fwd" or "bwd") */
+    int64_t t0_ns, dur_ns;
+    int64_t bytes;     /* the inputs' bytes plus the output's */
+    double flops;      /* matmul and convolutions (2 per multiply-add); else 0 */
+    bool lib;          /* a library call did the work (BLAS matmul, conv2d and its gradients) */
+    char src[160];     /* "op@file:line" of the user's op, or of each op fused, space separated */
+} dbr_prof_event;
+void dbr_prof_enable(dbr_ctx *ctx, bool on);
+bool dbr_prof_enabled(const dbr_ctx *ctx);
+/* The events since the last reset, oldest first, through *ev (valid until
+ * the next op, step or reset); returns their count. At most 2^20 are kept. */
+int64_t dbr_prof_events(const dbr_ctx *ctx, const dbr_prof_event **ev);
+void dbr_prof_reset(dbr_ctx *ctx);
 
 /* Plans the step recorded so far (compiled or meta mode) as one compiled
  * plan under the context's memory budget, without running it: autodiff,

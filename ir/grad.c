@@ -322,7 +322,7 @@ int dbr_grad(dbr_bld *b, const dbr_gnode *n, dbr_val *gy, const bool needs[], db
     case DBR_OP_RELU_BWD: case DBR_OP_LEAKY_RELU_BWD: case DBR_OP_GELU_BWD:
     case DBR_OP_SILU_BWD: case DBR_OP_MAX_BWD:
     case DBR_OP_SGD_UPDATE: case DBR_OP_MOMENTUM_UPDATE: case DBR_OP_ADAM_UPDATE:
-    case DBR_OP_COUNT:
+    case DBR_OP_FUSED: case DBR_OP_COUNT:
         return -1;
     }
     return 0;

@@ -24,7 +24,7 @@ typedef enum dbr_op {
 typedef enum dbr_opcat {
     DBR_CAT_EW, DBR_CAT_RED, DBR_CAT_MM, DBR_CAT_CONV, DBR_CAT_POOL, DBR_CAT_NORM,
     DBR_CAT_SOFTMAX, DBR_CAT_LOSS, DBR_CAT_GATHER, DBR_CAT_MOVE, DBR_CAT_RAND,
-    DBR_CAT_GRAD, DBR_CAT_OPTIM
+    DBR_CAT_GRAD, DBR_CAT_OPTIM, DBR_CAT_FUSED
 } dbr_opcat;
 
 #define R_IN(i) (1u << (i))
@@ -39,9 +39,10 @@ typedef struct dbr_opinfo {
 
 extern const dbr_opinfo dbr_ops[DBR_OP_COUNT];
 
-/* Gradient helpers and optimizer updates have no gradient rule. */
+/* Gradient helpers, optimizer updates and fused groups have no gradient rule. */
 static inline bool dbr_op_differentiable(dbr_op op) {
-    return dbr_ops[op].cat != DBR_CAT_GRAD && dbr_ops[op].cat != DBR_CAT_OPTIM;
+    return dbr_ops[op].cat != DBR_CAT_GRAD && dbr_ops[op].cat != DBR_CAT_OPTIM &&
+           dbr_ops[op].cat != DBR_CAT_FUSED;
 }
 
 /* Type of a value: dtype and shape. */

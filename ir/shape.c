@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ir.h"
+#include "fused.h"
 
 typedef long long ll;
 
@@ -670,6 +671,23 @@ static int infer_act_bwd(dbr_node *n, char *err, size_t errlen)
     return 0;
 }
 
+/* ---- fused groups: i0 the body's id ------------------------------------ */
+
+static int infer_fused(dbr_node *n, char *err, size_t errlen)
+{
+    const dbr_fbody *b = dbr_fbody_get(n->a.i[0]);
+    if (!b)
+        return dbr_errf(ERR, "no fused body %lld", (ll)n->a.i[0]);
+    if (n->n_in != b->n_in)
+        return dbr_errf(ERR, "fused body %s takes %d inputs, got %d", b->name, b->n_in, n->n_in);
+    for (int i = 0; i < n->n_in; i++)
+        if (n->in[i].dtype != b->in[i].dtype || !same_shape(&n->in[i], &b->in[i]))
+            return dbr_errf(ERR, "fused body %s: input %d is %s %s, not %s %s", b->name, i,
+                            dtn(&n->in[i]), ss(&n->in[i]).s, dtn(&b->in[i]), ss(&b->in[i]).s);
+    n->out = b->out;
+    return 0;
+}
+
 /* ---- entry -------------------------------------------------------------- */
 
 /* What holds for every op: arity, ranks, dims and dtypes of the inputs. */
@@ -742,6 +760,7 @@ int dbr_infer(dbr_node *n, char *err, size_t errlen)
     case DBR_OP_MAX_BWD:           return infer_max_bwd(n, ERR);
     case DBR_OP_SGD_UPDATE: case DBR_OP_MOMENTUM_UPDATE: case DBR_OP_ADAM_UPDATE:
         return infer_update(n, ERR);
+    case DBR_OP_FUSED:             return infer_fused(n, ERR);
     case DBR_OP_COUNT:             break;
     }
     return dbr_errf(ERR, "unknown op %d", (int)n->op);

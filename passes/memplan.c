@@ -5,6 +5,8 @@
  * smaller arena; with an independent checker. */
 #include "passes/passes.h"
 
+#include "ir/fused.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +86,14 @@ bool dbr_op_inplace_ok(const dbr_graph *g, const dbr_inode *n, int i) {
         break; /* element-wise: each output element reads only its own input elements */
     case DBR_OP_DROPOUT: case DBR_OP_SOFTMAX: case DBR_OP_LOG_SOFTMAX:
         break;
+    case DBR_OP_FUSED: {
+        /* a map reads point i of every input before writing point i; a
+         * reduction's slices could overwrite what another thread still reads */
+        const dbr_fbody *b = dbr_fbody_get(n->a.i[0]);
+        if (!b || b->red)
+            return false;
+        break;
+    }
     case DBR_OP_BATCH_NORM: case DBR_OP_LAYER_NORM:
         /* The kernel reads a whole row (or channel) of x before writing it,
          * but gamma and beta all along: they must stay untouched. */

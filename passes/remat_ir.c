@@ -3,6 +3,8 @@
  * from a roofline cost model, and what its backward retains (ops.def). */
 #include "passes/remat_ir.h"
 
+#include "ir/fused.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,9 +64,35 @@ double dbr_node_time(const dbr_graph *g, const dbr_inode *n, const dbr_cost_mode
     double bytes = (double)nbytes(&g->vals[n->out].t);
     for (int i = 0; i < n->n_in; i++) bytes += (double)nbytes(&g->vals[n->in[i]].t);
     double tf = dbr_node_flops(g, n) / cm->flops_per_s, tb = bytes / cm->bytes_per_s;
-    if (cm->elem_ns && (unsigned)n->op < DBR_OP_COUNT)
+    const dbr_fbody *fb = n->op == DBR_OP_FUSED ? dbr_fbody_get(n->a.i[0]) : NULL;
+    if (fb) { /* every op of the group at every point of its space, one pass over memory */
+        tf = 0;
+        for (int k = 0; k < fb->n_ins; k++)
+            if (fb->ins[k].kind == DBR_FI_OP)
+                tf += (double)numel(&fb->space) *
+                      (1.0 / cm->flops_per_s +
+                       (cm->elem_ns ? (double)cm->elem_ns[fb->ins[k].op] * 1e-9 : 0));
+    } else if (cm->elem_ns && (unsigned)n->op < DBR_OP_COUNT) {
         tf += (double)numel(&g->vals[n->out].t) * (double)cm->elem_ns[n->op] * 1e-9;
+    }
     return cm->launch_s + (tf > tb ? tf : tb);
+}
+
+/* What backward reads around a fused group: its body's ops had retain
+ * masks, but inside the group they no longer name values. The step graph
+ * says it directly: an input or the output with a reader outside forward. */
+static unsigned fused_retain(const dbr_graph *g, const int32_t *users, const int32_t *first,
+                             const dbr_inode *n) {
+    unsigned keep = 0;
+    for (int i = 0; i <= n->n_in && users; i++) {
+        int32_t v = i < n->n_in ? n->in[i] : n->out;
+        for (int32_t u = first[v]; u < first[v + 1]; u++)
+            if (g->nodes[users[u]].phase != DBR_PH_FWD) {
+                keep |= i < n->n_in ? R_IN(i) : R_OUT;
+                break;
+            }
+    }
+    return keep;
 }
 
 static char *dup(const char *s) {
@@ -90,6 +118,13 @@ int dbr_rgraph_from_ir(const dbr_graph *g, const dbr_cost_model *cm, dbr_rgraph 
         return -1;
     }
     int32_t *node_of = malloc((size_t)nv * sizeof *node_of); /* value -> rgraph id (or -1-leaf) */
+    int32_t *first = NULL, *users = NULL;
+    bool fused = false;
+    for (int32_t k = 0; k < g->n_nodes; k++) fused |= g->nodes[k].op == DBR_OP_FUSED;
+    if (fused && dbr_graph_users(g, &first, &users)) {
+        free(node_of);
+        node_of = NULL;
+    }
     out->n = nn;
     out->n_leaves = nl;
     out->id = calloc((size_t)nn, sizeof *out->id);
@@ -130,7 +165,7 @@ int dbr_rgraph_from_ir(const dbr_graph *g, const dbr_cost_model *cm, dbr_rgraph 
         out->bytes[r] = nbytes(&g->vals[n->out].t);
         out->time[r] = dbr_node_time(g, n, cm);
         out->in_first[r] = at;
-        unsigned keep = dbr_ops[n->op].retain;
+        unsigned keep = n->op == DBR_OP_FUSED ? fused_retain(g, users, first, n) : dbr_ops[n->op].retain;
         for (int i = 0; i < n->n_in; i++) {
             int32_t src = node_of[n->in[i]];
             if (src == -1 && g->vals[n->in[i]].kind == DBR_V_INTER) {
@@ -147,6 +182,8 @@ int dbr_rgraph_from_ir(const dbr_graph *g, const dbr_cost_model *cm, dbr_rgraph 
     }
     if (ok) out->in_first[nn] = at;
     free(node_of);
+    free(first);
+    free(users);
     if (!ok) {
         if (!err[0]) snprintf(err, errlen, "out of memory");
         dbr_rgraph_free(out);

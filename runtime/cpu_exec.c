@@ -4,7 +4,9 @@
 #ifndef T
 #include "runtime/runtime.h"
 
+#include "codegen/lower.h"
 #include "kernels/cpu/kernels.h"
+#include "runtime/pool.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -15,6 +17,7 @@ void openblas_set_num_threads(int num_threads);
 
 void dbr_cpu_set_threads(int threads) {
     if (threads > 0) openblas_set_num_threads(threads);
+    dbr_pool_set_threads(threads);
 }
 
 static int64_t numel_of(const dbr_tinfo *t) {
@@ -205,8 +208,33 @@ static int exec_update(const dbr_node *n, const void *const in[], void *out) {
     return 0;
 }
 
+/* A fused group: its generated kernel, split across the pool in slices of
+ * at least ~32K elements read. */
+typedef struct fused_job {
+    dbr_kfn fn;
+    void *args[DBR_KD_MAX_IN + 1];
+} fused_job;
+
+static void fused_slice(void *ctx, int64_t b, int64_t e) {
+    const fused_job *j = ctx;
+    j->fn(j->args, b, e);
+}
+
+static int exec_fused(const dbr_node *n, const void *const in[], void *out) {
+    const dbr_kdesc *kd;
+    fused_job j;
+    char err[256];
+    if (dbr_cg_fused_cpu(n->a.i[0], &kd, &j.fn, err, sizeof err)) return -1;
+    for (int i = 0; i < kd->n_in; i++) j.args[i] = (void *)in[i];
+    j.args[kd->n_in] = out;
+    const int64_t r = dbr_kdesc_red_numel(kd), grain = r >= 32768 ? 1 : 32768 / r;
+    dbr_parallel_range(dbr_kdesc_out_numel(kd), grain, fused_slice, &j);
+    return 0;
+}
+
 int dbr_cpu_exec(const dbr_node *n, const void *const in[], void *out) {
     if (dbr_ops[n->op].cat == DBR_CAT_OPTIM) return exec_update(n, in, out);
+    if (n->op == DBR_OP_FUSED) return exec_fused(n, in, out);
     const size_t es = dbr_dt_size(n->out.dtype);
     if (es == 0) return -1;
     for (int i = 0; i < n->n_in; i++)

@@ -4,6 +4,7 @@
 #include "runtime/plan.h"
 
 #include "kernels/philox.h"
+#include "runtime/prof.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@ static void *arg_ptr(const dbr_plan *p, void *const *bind_ptr, int64_t a) {
 
 int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, const dbr_run_keys *keys, void *stream,
                  int32_t *failed) {
+    dbr_prof *prof = keys->prof && keys->prof->on ? keys->prof : NULL;
     for (int32_t k = 0; k < p->n_launches; k++) {
         dbr_launch *l = &p->launches[k];
         const void *in[DBR_MAX_SRC];
@@ -25,7 +27,11 @@ int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, const dbr_run_keys *keys, v
                                                       (uint64_t)l->node.a.i[1]);
         else if (l->node.op == DBR_OP_ADAM_UPDATE)
             l->node.a.i[1] = keys->opt_t;
-        if (p->dev->launch(NULL, &l->node, in, arg_ptr(p, bind_ptr, l->out), stream)) {
+        int64_t t0 = prof ? dbr_prof_now_ns() : 0;
+        int rc = p->dev->launch(NULL, &l->node, in, arg_ptr(p, bind_ptr, l->out), stream);
+        if (prof)
+            dbr_prof_record(prof, &l->node, dbr_prof_phase_name(l->phase), t0, dbr_prof_now_ns());
+        if (rc) {
             if (failed) *failed = k;
             return -1;
         }

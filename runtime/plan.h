@@ -31,6 +31,7 @@ typedef struct dbr_launch {
     dbr_node node;
     int64_t in[DBR_MAX_SRC];
     int64_t out;
+    int32_t phase; /* the node's dbr_phase (ir/graph.h), for the profiler */
 } dbr_launch;
 
 /* What the device holds while a plan runs, as planned (the frontend
@@ -80,6 +81,7 @@ typedef struct dbr_run_keys {
     uint64_t seed;
     int64_t step;  /* random ops are keyed by (seed, step, call index) */
     int64_t opt_t; /* the optimizer's step count for Adam's bias correction */
+    struct dbr_prof *prof; /* runtime/prof.h: one event per launch while prof->on; may be NULL */
 } dbr_run_keys;
 int dbr_plan_run(dbr_plan *p, void *const *bind_ptr, const dbr_run_keys *k, void *stream,
                  int32_t *failed);

@@ -7,6 +7,7 @@
 #include "passes/remat_ir.h"
 #include "tools/dot.h"
 #include "tools/plan.h"
+#include "tools/prof.h"
 
 #include <errno.h>
 #include <math.h>
@@ -34,6 +35,7 @@ static void usage_main(FILE *f) {
             "  train     train a model from the zoo on Fashion-MNIST\n"
             "  dot       draw a model's training-step graph (Graphviz: .svg, .png or .dot)\n"
             "  plan      plan recomputation for a model or graph under a memory budget\n"
+            "  prof      profile a few training steps kernel by kernel, eager vs compiled vs fused\n"
             "  help      this text; `dbr <command> --help` explains a command\n"
             "  version   print the version\n");
 }
@@ -671,6 +673,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "dot")) return cmd_dot(argc - 2, argv + 2);
     if (!strcmp(cmd, "plan")) return dbr_cmd_plan(argc - 2, argv + 2);
+    if (!strcmp(cmd, "prof")) return dbr_cmd_prof(argc - 2, argv + 2);
     fprintf(stderr, "dbr: unknown command '%s'\n", cmd);
     usage_main(stderr);
     return 2;
