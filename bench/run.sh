@@ -2,7 +2,7 @@
 # run.sh: one training step of each zoo model, dbr (bench/step.c) beside
 # PyTorch (bench/torch_step.py), in the same environment and the same run.
 # Env: BUILD (default build), DBR_BENCH_THREADS (default 1), DBR_BENCH_MODES
-# (dbr modes to run, default "eager compiled"), DBR_BENCH_ROUNDS (default 3: dbr and torch
+# (dbr modes to run, default "eager compiled fused"), DBR_BENCH_ROUNDS (default 3: dbr and torch
 # alternate, each round a full run; the table shows the median round and the
 # spread, so load on a shared machine shows instead of hiding), DBR_BENCH_ARGS
 # (extra args for both).
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 threads=${DBR_BENCH_THREADS:-1}
-modes=${DBR_BENCH_MODES:-eager compiled}
+modes=${DBR_BENCH_MODES:-eager compiled fused}
 rounds=${DBR_BENCH_ROUNDS:-3}
 step="$BUILD/bench/bench_step"
 py=/usr/bin/python3   # Debian's torch is seen by this interpreter only
@@ -76,10 +76,10 @@ for (m, mode), rs in d.items():
     ratio = f"{dm / tm:9.2f}" if tm else f"{'-':>9}"
     peak = statistics.median(r["peak_bytes"] for r in rs) / 2**20
     ovh = statistics.median(r.get("overhead_ms", 0) for r in rs)
-    ovh_s = f"{100 * ovh / dm:8.2f}%" if mode == "compiled" and dm else f"{'-':>9}"
+    ovh_s = f"{100 * ovh / dm:8.2f}%" if mode in ("compiled", "fused") and dm else f"{'-':>9}"
     print(f"{m:<6} {mode:<9} {rs[0]['batch']:>5} {dc:>22} {tc:>22} {ratio} {peak:9.1f} {ovh_s}   "
           f"{rs[0]['loss_first']:.4f} -> {rs[0]['loss_last']:.4f}")
-    if mode == "compiled":
+    if mode in ("compiled", "fused"):
         r = rs[0]
         print(f"{'':<6} {'':<9} plan cache {r['cache_hits']} hits / {r['cache_misses']} misses, "
               f"arena {r['arena_bytes'] / 2**20:.2f} MiB, lower bound "

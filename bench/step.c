@@ -21,6 +21,7 @@ typedef struct bench_opts {
     uint64_t seed;
     double budget_frac; /* compiled mode under a budget: fraction of the no-recompute peak */
     dbr_recompute recompute;
+    bool fuse; /* --mode fused: compiled with kernel fusion; --mode compiled: without */
 } bench_opts;
 
 static double now_ms(void) {
@@ -95,6 +96,7 @@ static int bench_model(const bench_opts *o, const char *name) {
     cfg.threads = o->threads;
     cfg.memory_budget_frac = o->budget_frac;
     cfg.recompute = o->recompute;
+    cfg.no_fuse = !o->fuse;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (!ctx) {
         fprintf(stderr, "step: out of memory\n");
@@ -165,7 +167,7 @@ static int bench_model(const bench_opts *o, const char *name) {
            "\"noremat_arena_bytes\": %lld, \"recomputed\": %d, \"recompute_model_pct\": %.2f, "
            "\"recompute\": \"%s\"}\n",
            name, (long long)batch, o->threads,
-           o->mode == DBR_MODE_COMPILED ? "compiled" : "eager", o->warmup, steps, median,
+           o->mode != DBR_MODE_COMPILED ? "eager" : o->fuse ? "fused" : "compiled", o->warmup, steps, median,
            ms[0], sum / steps, (long long)peak, loss0, loss1, overhead,
            (long long)s1.cache_hits, (long long)s1.cache_misses, (long long)s1.arena_bytes,
            (long long)s1.arena_lower_bound, (long long)s1.mem.budget, (long long)s1.mem.peak,
@@ -187,7 +189,7 @@ done:
 static void usage(FILE *f) {
     fprintf(f,
             "usage: step [--model NAME] [--batch N] [--steps N] [--warmup N]\n"
-            "            [--threads N] [--mode eager|compiled] [--seed N]\n"
+            "            [--threads N] [--mode eager|compiled|fused] [--seed N]\n"
             "            [--budget-frac F] [--recompute auto|none|chen|dp|ilp]\n"
             "Times one training step (SGD, lr 0.01) on random data; without --model,\n"
             "times mlp (batch 256, 50 steps) and cnn (batch 64, 20 steps). --budget-frac F\n"
@@ -234,6 +236,8 @@ int main(int argc, char **argv) {
             o.mode = DBR_MODE_EAGER;
         else if (!strcmp(a, "--mode") && !strcmp(v, "compiled"))
             o.mode = DBR_MODE_COMPILED;
+        else if (!strcmp(a, "--mode") && !strcmp(v, "fused"))
+            o.mode = DBR_MODE_COMPILED, o.fuse = true;
         else {
             fprintf(stderr, "step: bad option %s %s\n", a, v);
             usage(stderr);

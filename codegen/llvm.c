@@ -67,6 +67,25 @@ void dbr_cg_stats_get(dbr_cg_stats *s) {
     pthread_mutex_unlock(&g_mu);
 }
 
+#ifndef DBR_HAVE_LLVM
+
+bool dbr_cg_cpu_available(void) { return false; }
+
+uint64_t dbr_cg_cpu_host_key(const dbr_kdesc *kd) {
+    (void)kd;
+    return 0;
+}
+
+void dbr_cg_reset_memory(void) {}
+
+dbr_kfn dbr_cg_cpu(const dbr_kdesc *kd, char *err, size_t errlen) {
+    (void)kd;
+    errf(err, errlen, "dbr was built without LLVM: no CPU kernel compiler");
+    return NULL;
+}
+
+#else
+
 /* The in-memory cache: open addressing on the key (never 0), under g_mu. */
 typedef struct cg_slot {
     uint64_t key;
@@ -119,23 +138,6 @@ static double now_ms(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
-
-#ifndef DBR_HAVE_LLVM
-
-bool dbr_cg_cpu_available(void) { return false; }
-
-uint64_t dbr_cg_cpu_host_key(const dbr_kdesc *kd) {
-    (void)kd;
-    return 0;
-}
-
-dbr_kfn dbr_cg_cpu(const dbr_kdesc *kd, char *err, size_t errlen) {
-    (void)kd;
-    errf(err, errlen, "dbr was built without LLVM: no CPU kernel compiler");
-    return NULL;
-}
-
-#else
 
 /* ---- the host target ------------------------------------------------------- */
 

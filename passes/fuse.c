@@ -216,7 +216,7 @@ int dbr_fuse(const dbr_graph *g, dbr_graph **out, int32_t *remap, dbr_fuse_stats
                 }
             }
         }
-        if (members < 2) {
+        if (members < 2 && red) { /* a lone reduction: the library kernel is as good */
             gid[r] = -1;
             continue;
         }

@@ -20,8 +20,9 @@ typedef struct dbr_fuse_stats {
  * element-wise producers that feed only the group, have the type the root
  * computes over (its output, or a reduction's input), and share its phase;
  * so no group makes a cycle, no work is done twice, and every value read
- * outside a group, or after the step, still exists. Groups of one node are
- * left as they are. At most DBR_FUSE_MAX_IN inputs (CONST scalars become
+ * outside a group, or after the step, still exists. A lone element-wise
+ * op is a group too (its kernel is vectorized for the host and split across
+ * threads); a lone reduction is left to the library. At most DBR_FUSE_MAX_IN inputs (CONST scalars become
  * constants in the body) and DBR_FUSE_MAX_INS instructions per group.
  * remap (g->n_vals entries) gets each value's id in *out, or -1 for values
  * now inside a group. 0, or -1 with a message (out of memory). */

@@ -383,7 +383,8 @@ static void train(which m, bool fuse, int steps, double *losses, dbr_stats *stat
                                             .vocab = VOCAB, .dropout = 0.1});
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (dbr_error(ctx)) fail_msg("%s", dbr_error(ctx));
-    dbr_optim o = {.kind = m == M_GPT ? DBR_ADAM : DBR_MOMENTUM, .lr = m == M_GPT ? 1e-3 : 0.05,
+    dbr_optim o = {.kind = m == M_GPT ? DBR_ADAM : DBR_MOMENTUM,
+                   .lr = m == M_GPT ? 1e-3 : m == M_CNN ? 0.01 : 0.05,
                    .momentum = 0.9};
     assert_int_equal(dbr_optim_set(ctx, &o), 0);
     for (int s = 0; s < steps; s++) {

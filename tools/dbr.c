@@ -66,6 +66,7 @@ static void usage_train(FILE *f) {
             "                     activations, gradients); forward values are recomputed in\n"
             "                     backward to fit, and the summary reports the real peak\n"
             "  --recompute NAME   auto (default) | none | chen | dp | ilp: the planner\n"
+            "  --no-fuse          compiled mode without kernel fusion (as DBR_NO_FUSE=1)\n"
             "  --data DIR         folder with the Fashion-MNIST .gz files\n"
             "                     (default $DBR_FASHION_MNIST or %s)\n"
             "  --save PATH        save the trained parameters as .npz\n"
@@ -83,7 +84,7 @@ typedef struct train_args {
     double lr, wd;
     uint64_t seed;
     int threads;
-    bool json, mode_given;
+    bool json, mode_given, no_fuse;
 } train_args;
 
 static int bad_flag(const char *fmt, const char *a, const char *b) {
@@ -118,6 +119,10 @@ static int parse_train(int argc, char **argv, train_args *a) {
         }
         if (!strcmp(f, "--json")) {
             a->json = true;
+            continue;
+        }
+        if (!strcmp(f, "--no-fuse")) {
+            a->no_fuse = true;
             continue;
         }
         if (strncmp(f, "--", 2) != 0) return bad_flag("unexpected argument '%s'%s", f, "");
@@ -274,6 +279,7 @@ static int cmd_train(int argc, char **argv) {
     cfg.memory_budget = a.budget;
     cfg.memory_budget_frac = a.budget_frac;
     cfg.recompute = a.recompute;
+    cfg.no_fuse = a.no_fuse;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     if (!ctx) {
         fprintf(stderr, "dbr: out of memory\n");
@@ -380,7 +386,8 @@ static int cmd_train(int argc, char **argv) {
                "\"arena_lower_bound\": %lld, \"budget_bytes\": %lld, \"step_peak_bytes\": %lld, "
                "\"params_bytes\": %lld, \"optim_state_bytes\": %lld, \"inputs_bytes\": %lld, "
                "\"outputs_bytes\": %lld, \"grads_bytes\": %lld, \"noremat_arena_bytes\": %lld, "
-               "\"recomputed\": %d, \"recompute_pct\": %.2f}\n",
+               "\"recomputed\": %d, \"recompute_pct\": %.2f, \"fused_kernels\": %lld, "
+               "\"fused_ops\": %lld}\n",
                a.model, a.optimizer, a.lr, (long long)a.batch, (long long)epochs_run,
                (long long)steps, final_loss, acc, train_s,
                (double)steps * (double)a.batch / (train_s > 0 ? train_s : 1e-9), (long long)peak,
@@ -390,7 +397,7 @@ static int cmd_train(int argc, char **argv) {
                (long long)st.mem.budget, (long long)st.mem.peak, (long long)st.mem.params,
                (long long)st.mem.optim_state, (long long)st.mem.inputs, (long long)st.mem.outputs,
                (long long)st.mem.grads, (long long)st.mem.noremat_arena, st.mem.recomputed,
-               st.mem.recompute_pct);
+               st.mem.recompute_pct, (long long)st.fused_groups, (long long)st.fused_ops);
     } else {
         char pb[32];
         dbr_human_bytes(peak, pb, sizeof pb);
@@ -401,9 +408,11 @@ static int cmd_train(int argc, char **argv) {
             dbr_human_bytes(st.arena_bytes, ab, sizeof ab);
             dbr_human_bytes(st.arena_lower_bound, lb, sizeof lb);
             printf("compiled: plan cache %lld hits, %lld misses (%lld plans, %.2f ms compiling), "
-                   "%lld graph breaks, arena %s (lower bound %s)\n",
+                   "%lld graph breaks, arena %s (lower bound %s), %lld fused kernels holding "
+                   "%lld ops\n",
                    (long long)st.cache_hits, (long long)st.cache_misses, (long long)st.plans,
-                   st.compile_ms, (long long)st.graph_breaks, ab, lb);
+                   st.compile_ms, (long long)st.graph_breaks, ab, lb, (long long)st.fused_groups,
+                   (long long)st.fused_ops);
             const dbr_step_mem *mm = &train_mem;
             char b[7][32];
             dbr_human_bytes(mm->peak, b[0], sizeof b[0]);
