@@ -14,8 +14,8 @@
  * point of the leading ndim - nred dims, contiguously. Sums and means
  * accumulate in double for both dtypes (as kernels/cpu/reduce.c does), mean
  * divides the double sum by the folded count before rounding to the dtype,
- * max starts from -infinity and takes x where x > max (as reduce.c does, so
- * a NaN is passed over).
+ * max starts from -infinity and keeps a NaN once it meets one (as reduce.c,
+ * NumPy and PyTorch do).
  *
  * Every operation computes exactly what the unfused CPU kernel computes for
  * the same op (kernels/cpu/ew.c: same formulas, same constants, same order of

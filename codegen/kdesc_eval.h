@@ -101,7 +101,7 @@ static void F(eval)(const dbr_kdesc *kd, void *const *args, int64_t begin, int64
             T m = -(T)INFINITY;
             for (int64_t r = 0; r < R; r++) {
                 const T x = F(point)(kd, args, j * R + r, v);
-                m = x > m ? x : m;
+                m = x > m || x != x ? x : m; /* a NaN stays */
             }
             out[j] = m;
         } else {

@@ -352,6 +352,48 @@ static void residual_and_mse_are_one_kernel_each(void **state) {
     free_dag(&d);
 }
 
+/* max over rows holding a NaN: NaN, fused (relu then max) and unfused alike,
+ * as NumPy and PyTorch give; the unfused kernel once skipped NaNs. */
+static void max_keeps_nan(void **state) {
+    (void)state;
+    rng r = {3};
+    dag d = {.g = dbr_graph_new(), .dt = DT_F32};
+    int32_t x = add_leaf(&d, &r, DBR_V_INPUT, tinfo(DT_F32, 2, (int64_t[]){4, 37}), 0);
+    float *xd = d.leaf[x];
+    xd[1 * 37 + 5] = NAN;
+    xd[3 * 37 + 36] = NAN;
+    int32_t h = node1(&d, DBR_OP_NEG, x);
+    dbr_attrs a = {0};
+    a.i[0] = 2;
+    char err[256];
+    int32_t m = dbr_graph_node(d.g, DBR_OP_MAX, 1, &h, &a, DBR_PH_FWD, "test", __FILE__, __LINE__,
+                               err, sizeof err);
+    d.leaf = realloc(d.leaf, (size_t)d.g->n_vals * sizeof *d.leaf);
+    d.leaf[m] = NULL;
+    d.g->vals[m].is_output = true;
+    int32_t *remap = malloc((size_t)d.g->n_vals * sizeof *remap);
+    dbr_graph *f = NULL;
+    dbr_fuse_stats st;
+    assert_int_equal(dbr_fuse(d.g, &f, remap, &st, err, sizeof err), 0);
+    assert_int_equal(count_fused(f, NULL, 0), 1);
+    void **fleaf = calloc((size_t)f->n_vals, sizeof *fleaf);
+    fleaf[remap[x]] = d.leaf[x];
+    void **u = run_graph(d.g, d.leaf), **v = run_graph(f, fleaf);
+    const float *yu = u[m], *yv = v[remap[m]];
+    for (int i = 0; i < 4; i++) {
+        bool nan_row = i == 1 || i == 3;
+        assert_true(isnan(yu[i]) == nan_row);
+        assert_true(isnan(yv[i]) == nan_row);
+        if (!nan_row) assert_true(yu[i] == yv[i]);
+    }
+    free_run(d.g, u);
+    free_run(f, v);
+    free(fleaf);
+    free(remap);
+    dbr_graph_free(f);
+    free_dag(&d);
+}
+
 /* ---- training with fusion: the zoo's mlp, cnn and a small GPT --------------------- */
 
 enum { B = 16, SEQ = 16, VOCAB = 32 };
@@ -450,6 +492,7 @@ int main(void) {
         cmocka_unit_test(random_dags_match_unfused),
         cmocka_unit_test(bias_gelu_is_one_kernel),
         cmocka_unit_test(residual_and_mse_are_one_kernel_each),
+        cmocka_unit_test(max_keeps_nan),
         cmocka_unit_test(mlp_trains_fused),
         cmocka_unit_test(cnn_trains_fused),
         cmocka_unit_test(gpt_trains_fused),

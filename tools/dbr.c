@@ -468,6 +468,10 @@ static void usage_dot(FILE *f) {
             "                     KiB/MiB/GiB suffix, or a percentage of the no-recompute peak\n"
             "                     (default: no budget)\n"
             "  --strategy S       with --remat: auto (default), none, chen, dp or ilp\n"
+            "  --fused            simplify and fuse the graph as compiled mode does, and draw\n"
+            "                     each fused kernel as a cluster named after the kernel\n"
+            "                     (f_...), holding its source ops with their file:line\n"
+            "                     (not with --remat)\n"
             "  -o, --output FILE  .svg, .png (rendered by Graphviz) or .dot (the DOT text)\n"
             "  -h, --help         this text\n",
             dbr_model_names());
@@ -561,7 +565,7 @@ static int cmd_dot(int argc, char **argv) {
     const char *model = "mlp", *out = NULL;
     int64_t batch = 64, budget = 0;
     double frac = 0;
-    bool remat = false, budget_given = false, strategy_given = false;
+    bool remat = false, budget_given = false, strategy_given = false, fused = false;
     dbr_remat_strategy strategy = DBR_REMAT_AUTO;
     dbr_dot_opts o = {0};
     for (int i = 0; i < argc; i++) {
@@ -576,6 +580,10 @@ static int cmd_dot(int argc, char **argv) {
         }
         if (!strcmp(f, "--remat")) {
             remat = true;
+            continue;
+        }
+        if (!strcmp(f, "--fused")) {
+            fused = true;
             continue;
         }
         if (i + 1 >= argc) {
@@ -627,6 +635,11 @@ static int cmd_dot(int argc, char **argv) {
         fprintf(stderr, "dbr dot: --budget and --strategy need --remat (see `dbr dot --help`)\n");
         return 2;
     }
+    if (remat && fused) {
+        fprintf(stderr, "dbr dot: --fused cannot be combined with --remat: recomputation is "
+                        "planned on the unfused graph (see `dbr dot --help`)\n");
+        return 2;
+    }
     dbr_config cfg = dbr_config_default();
     cfg.mode = DBR_MODE_META;
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
@@ -634,12 +647,26 @@ static int cmd_dot(int argc, char **argv) {
     dbr_step_begin(ctx);
     dbr_zoo_record_step(ctx, dbr_model_find(model), batch, o.forward_only);
     const dbr_graph *g = dbr_error(ctx) ? NULL : dbr_graph_of(ctx);
+    dbr_graph *fg = NULL;
+    int32_t kernels = 0;
     int rc = 0;
     if (!g) {
         rc = fail(ctx);
     } else {
         char title[512], line[320] = "", err[512];
         uint8_t *mark = NULL;
+        if (fused) {
+            int32_t recorded = g->n_nodes;
+            if (dbr_dot_fuse(g, &fg, &kernels, err, sizeof err)) {
+                fprintf(stderr, "dbr dot: %s: fusing: %s\n", model, err);
+                rc = 1;
+            } else {
+                g = fg;
+                o.fused_clusters = true;
+                snprintf(line, sizeof line, "fused: %d kernels (%d nodes recorded)",
+                         (int)kernels, (int)recorded);
+            }
+        }
         if (remat) {
             mark = calloc((size_t)g->n_vals + 1, 1);
             rc = !mark ? (fprintf(stderr, "dbr dot: out of memory\n"), 1)
@@ -660,6 +687,7 @@ static int cmd_dot(int argc, char **argv) {
         }
         free(mark);
     }
+    dbr_graph_free(fg);
     dbr_step_end(ctx);
     dbr_ctx_free(ctx);
     return rc;

@@ -80,10 +80,11 @@ int F(dbr_k_reduce)(dbr_k_redop op, T *y, const T *x, int ndim, const int64_t *s
             T *yr = y + off[0];
             if (ys == 0) {
                 T m = yr[0];
-                for (int64_t i = 0; i < inner; i++) m = xr[i] > m ? xr[i] : m;
+                for (int64_t i = 0; i < inner; i++) m = xr[i] > m || xr[i] != xr[i] ? xr[i] : m;
                 yr[0] = m;
             } else {
-                for (int64_t i = 0; i < inner; i++) yr[i] = xr[i] > yr[i] ? xr[i] : yr[i];
+                for (int64_t i = 0; i < inner; i++)
+                    yr[i] = xr[i] > yr[i] || xr[i] != xr[i] ? xr[i] : yr[i];
             }
             dbr_k_iter_next(&it, idx, off);
         }
