@@ -25,7 +25,8 @@ typedef struct prof_args {
     const char *model, *trace;
     int64_t batch, steps, warmup;
     int threads;
-    bool json, modes[N_MODES];
+    bool json, modes[N_MODES], gpt_given;
+    dbr_gpt_config gpt; /* --layers, --width, --heads, --context, --vocab */
 } prof_args;
 
 /* One kernel name's runs over the timed steps. */
@@ -77,6 +78,9 @@ static void usage_prof(FILE *f) {
             "\n"
             "  --model NAME       mlp, cnn or gpt (the zoo's default GPT; default mlp)\n"
             "  --batch B          batch size (default 64; gpt: 8 sequences of its context)\n"
+            "  --layers L, --width W, --heads H, --context T, --vocab V\n"
+            "                     the GPT's shape (default 4, 128, 4, 128, 256; a GPT-2 block:\n"
+            "                     --layers 1 --width 768 --heads 12 --context 256)\n"
             "  --steps N          timed training steps per mode (default 10)\n"
             "  --warmup W         untimed steps first, compiling included (default 2)\n"
             "  --modes LIST       comma-separated: eager, compiled (fusion off), fused\n"
@@ -131,7 +135,7 @@ static int parse_modes(const char *v, bool *modes) {
 /* 0, 1 for --help, 2 for a bad flag (with the message printed). */
 static int parse_prof(int argc, char **argv, prof_args *a) {
     *a = (prof_args){.model = "mlp", .batch = 0, .steps = 10, .warmup = 2,
-                     .modes = {true, true, true}};
+                     .modes = {true, true, true}, .gpt = DBR_GPT_DEFAULT};
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "-h") || !strcmp(f, "--help")) {
@@ -160,6 +164,14 @@ static int parse_prof(int argc, char **argv, prof_args *a) {
         } else if (!strcmp(f, "--threads")) {
             if (parse_count(f, v, 0, &n)) return 2;
             a->threads = (int)n;
+        } else if (!strcmp(f, "--layers") || !strcmp(f, "--width") || !strcmp(f, "--heads") ||
+                   !strcmp(f, "--context") || !strcmp(f, "--vocab")) {
+            if (parse_count(f, v, 1, &n)) return 2;
+            int64_t *field = f[2] == 'l' ? &a->gpt.layers : f[2] == 'w' ? &a->gpt.width
+                             : f[2] == 'h' ? &a->gpt.heads : f[2] == 'c' ? &a->gpt.context
+                                                                       : &a->gpt.vocab;
+            *field = n;
+            a->gpt_given = true;
         } else if (!strcmp(f, "--modes")) {
             if (parse_modes(v, a->modes)) return 2;
         } else if (!strcmp(f, "--trace")) {
@@ -169,6 +181,10 @@ static int parse_prof(int argc, char **argv, prof_args *a) {
             return bad_flag("unknown flag '%s'", f);
         }
     }
+    if (a->gpt_given && strcmp(a->model, "gpt"))
+        return bad_flag("--layers, --width, --heads, --context and --vocab need --model gpt");
+    if (a->gpt.width % a->gpt.heads)
+        return bad_flag("--width must be a multiple of --heads");
     if (!a->batch) a->batch = strcmp(a->model, "gpt") ? 64 : 8;
     return 0;
 }
@@ -188,6 +204,7 @@ static int synth_make(const dbr_model_info *m, int64_t batch, synth *d) {
     d->shape[0] = batch;
     d->shape[1] = 784;
     for (int i = 0; i < m->input_rank; i++) d->shape[1 + i] = m->input_dims[i];
+    if (gpt) d->shape[1] = dbr_gpt_config_get().context; /* input_dims holds the default's */
     int64_t numel = 1;
     for (int i = 0; i < d->rank; i++) numel *= d->shape[i];
     d->n_labels = gpt ? batch * d->shape[1] : batch; /* gpt: one label per token */
@@ -558,6 +575,7 @@ int dbr_cmd_prof(int argc, char **argv) {
     if (prc == 1) return 0; /* --help */
     if (prc) return prc;
     const dbr_model_info *m = dbr_model_find(a.model);
+    if (!strcmp(a.model, "gpt")) dbr_gpt_configure(&a.gpt);
     synth d = {0};
     mode_result r[N_MODES] = {0};
     int rc = 0;
