@@ -170,6 +170,20 @@ static int exec_move(const dbr_node *n, const void *const in[], void *out, size_
     }
 }
 
+/* A library kernel split across the pool by rows (or, for dropout, by
+ * blocks of 4 elements); rc is set when a slice fails. */
+typedef struct split_job {
+    const dbr_node *n;
+    const void *const *in;
+    void *out;
+    int64_t count, L, B;
+    int rc;
+} split_job;
+
+static int64_t grain_for(int64_t per_unit) {
+    return per_unit >= 32768 ? 1 : 32768 / (per_unit > 0 ? per_unit : 1);
+}
+
 #define T float
 #define F(name) name##_f32
 #include "cpu_exec.c"
@@ -183,26 +197,39 @@ static int exec_move(const dbr_node *n, const void *const in[], void *out, size_
 
 /* Optimizer updates write their parameter and state inputs in place (they
  * are bound to persistent memory); the output is a [] token set to 0. */
-static int exec_update(const dbr_node *n, const void *const in[], void *out) {
+static void update_slice(void *ctx, int64_t b, int64_t e) {
+    split_job *j = ctx;
+    const dbr_node *n = j->n;
     const int32_t dt = n->in[0].dtype;
+    const size_t es = dbr_dt_size(dt);
     const dbr_attrs *a = &n->a;
-    int64_t cnt = 1;
-    for (int d = 0; d < n->in[0].ndim; d++) cnt *= n->in[0].shape[d];
-    void *p = (void *)in[0], *s1 = n->n_in > 2 ? (void *)in[2] : NULL;
-    void *s2 = n->n_in > 3 ? (void *)in[3] : NULL;
+    const int64_t cnt = e - b;
+#define AT(i) ((char *)j->in[i] + (size_t)b * es)
+    void *p = AT(0), *s1 = n->n_in > 2 ? AT(2) : NULL, *s2 = n->n_in > 3 ? AT(3) : NULL;
+    const void *g = AT(1);
+#undef AT
     double wd;
     switch (n->op) {
-    case DBR_OP_SGD_UPDATE: dbr_cpu_sgd(dt, cnt, p, in[1], a->f[0], a->f[1]); break;
+    case DBR_OP_SGD_UPDATE: dbr_cpu_sgd(dt, cnt, p, g, a->f[0], a->f[1]); break;
     case DBR_OP_MOMENTUM_UPDATE:
-        dbr_cpu_momentum(dt, cnt, p, in[1], s1, a->f[0], a->f[1], a->f[2], (int)a->i[0]);
+        dbr_cpu_momentum(dt, cnt, p, g, s1, a->f[0], a->f[1], a->f[2], (int)a->i[0]);
         break;
     case DBR_OP_ADAM_UPDATE:
         memcpy(&wd, &a->i[2], sizeof wd);
-        dbr_cpu_adam(dt, cnt, p, in[1], s1, s2, a->f[0], a->f[1], a->f[2], a->f[3], wd,
-                     (int)a->i[0], a->i[1]);
+        dbr_cpu_adam(dt, cnt, p, g, s1, s2, a->f[0], a->f[1], a->f[2], a->f[3], wd, (int)a->i[0],
+                     a->i[1]);
         break;
-    default: return -1;
+    default: j->rc = -1;
     }
+}
+
+static int exec_update(const dbr_node *n, const void *const in[], void *out) {
+    const int32_t dt = n->in[0].dtype;
+    int64_t cnt = 1;
+    for (int d = 0; d < n->in[0].ndim; d++) cnt *= n->in[0].shape[d];
+    split_job j = {.n = n, .in = in};
+    dbr_parallel_range(cnt, 32768, update_slice, &j);
+    if (j.rc) return -1;
     if (dt == DT_F32) *(float *)out = 0;
     else *(double *)out = 0;
     return 0;
@@ -249,6 +276,38 @@ int dbr_cpu_exec(const dbr_node *n, const void *const in[], void *out) {
 }
 
 #else
+
+/* rows [b, e) of x [R, D] */
+static void F(layer_norm_slice)(void *ctx, int64_t b, int64_t e) {
+    const split_job *j = ctx;
+    const dbr_node *n = j->n;
+    const int64_t D = j->L, o = b * D;
+    const T *x = (const T *)j->in[0] + o;
+    T *y = (T *)j->out + o;
+    if (n->op == DBR_OP_LAYER_NORM)
+        F(dbr_k_layer_norm_fwd)(y, x, n->n_in > 1 ? j->in[1] : NULL, n->n_in > 2 ? j->in[2] : NULL,
+                                e - b, D, n->a.f[0]);
+    else
+        F(dbr_k_layer_norm_bwd)(y, x, (const T *)j->in[1] + o, n->n_in > 2 ? j->in[2] : NULL,
+                                e - b, D, n->a.f[0]);
+}
+
+/* rows [b, e) of the A in [A, L, B] */
+static void F(softmax_slice)(void *ctx, int64_t b, int64_t e) {
+    split_job *j = ctx;
+    const int64_t o = b * j->L * j->B;
+    if (F(dbr_k_softmax)((T *)j->out + o, (const T *)j->in[0] + o, e - b, j->L, j->B,
+                         j->n->op == DBR_OP_LOG_SOFTMAX))
+        j->rc = -1;
+}
+
+/* blocks of 4 elements [b, e): each draws one Philox block */
+static void F(dropout_slice)(void *ctx, int64_t b, int64_t e) {
+    const split_job *j = ctx;
+    const int64_t i0 = 4 * b, i1 = 4 * e < j->count ? 4 * e : j->count;
+    F(dbr_k_dropout)((T *)j->out + i0, (const T *)j->in[0] + i0, i1 - i0, j->n->a.f[0],
+                     (uint64_t)j->n->a.i[0], i0);
+}
 
 static int F(exec_float)(const dbr_node *n, const void *const in[], void *out) {
     const dbr_attrs *a = &n->a;
@@ -350,19 +409,16 @@ static int F(exec_float)(const dbr_node *n, const void *const in[], void *out) {
     case DBR_OP_LAYER_NORM:
     case DBR_OP_LAYER_NORM_BWD: {
         const int64_t D = ti[0].ndim ? ti[0].shape[ti[0].ndim - 1] : 1;
-        const int64_t R = D ? numel_of(&ti[0]) / D : 0;
-        if (n->op == DBR_OP_LAYER_NORM)
-            F(dbr_k_layer_norm_fwd)(y, X_(0), n->n_in > 1 ? X_(1) : NULL,
-                                    n->n_in > 2 ? X_(2) : NULL, R, D, a->f[0]);
-        else
-            F(dbr_k_layer_norm_bwd)(y, X_(0), X_(1), n->n_in > 2 ? X_(2) : NULL, R, D, a->f[0]);
+        split_job j = {.n = n, .in = in, .out = out, .count = D ? numel_of(&ti[0]) / D : 0, .L = D};
+        dbr_parallel_range(j.count, grain_for(D), F(layer_norm_slice), &j);
         return 0;
     }
     case DBR_OP_SOFTMAX:
     case DBR_OP_LOG_SOFTMAX: {
-        int64_t A, L, B;
-        split_at(&ti[0], (int)a->i[0], &A, &L, &B);
-        return F(dbr_k_softmax)(y, X_(0), A, L, B, n->op == DBR_OP_LOG_SOFTMAX);
+        split_job j = {.n = n, .in = in, .out = out};
+        split_at(&ti[0], (int)a->i[0], &j.count, &j.L, &j.B);
+        dbr_parallel_range(j.count, grain_for(j.L * j.B), F(softmax_slice), &j);
+        return j.rc;
     }
     case DBR_OP_CROSS_ENTROPY:
     case DBR_OP_CROSS_ENTROPY_BWD: {
@@ -383,9 +439,11 @@ static int F(exec_float)(const dbr_node *n, const void *const in[], void *out) {
         F(dbr_k_embedding_bwd)(y, in[0], i64, X_(1), numel_of(&ti[0]), to->shape[0], to->shape[1]);
         return 0;
     }
-    case DBR_OP_DROPOUT:
-        F(dbr_k_dropout)(y, X_(0), numel_of(to), a->f[0], (uint64_t)a->i[0]);
+    case DBR_OP_DROPOUT: {
+        split_job j = {.n = n, .in = in, .out = out, .count = numel_of(to)};
+        dbr_parallel_range((j.count + 3) / 4, 8192, F(dropout_slice), &j);
         return 0;
+    }
     default: return -1;
     }
 #undef X_

@@ -174,7 +174,7 @@ void F(dbr_k_where)(T *y, int ndim, const int64_t *shape, const void *m, dbr_k_m
 
 /* One Philox block gives the words of four consecutive elements, exactly
  * as dbr_rng_u32(key, i) would one at a time. */
-void F(dbr_k_dropout)(T *y, const T *x, int64_t n, double p, uint64_t key) {
+void F(dbr_k_dropout)(T *y, const T *x, int64_t n, double p, uint64_t key, int64_t first) {
     if (p <= 0.0) {
         if (y != x) memmove(y, x, (size_t)n * sizeof(T));
         return;
@@ -182,7 +182,7 @@ void F(dbr_k_dropout)(T *y, const T *x, int64_t n, double p, uint64_t key) {
     const T scale = p < 1.0 ? (T)(1.0 / (1.0 - p)) : (T)0;
     for (int64_t i0 = 0; i0 < n; i0 += 4) {
         uint32_t w[4];
-        dbr_philox4x32(key, (uint64_t)i0 >> 2, w);
+        dbr_philox4x32(key, (uint64_t)(first + i0) >> 2, w);
         const int64_t m = n - i0 < 4 ? n - i0 : 4;
         for (int64_t j = 0; j < m; j++)
             y[i0 + j] = dbr_rng_u01(w[j]) >= p ? x[i0 + j] * scale : (T)0;

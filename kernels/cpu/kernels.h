@@ -87,8 +87,12 @@ void dbr_k_where_f64(double *y, int ndim, const int64_t *shape,
 
 /* Element i is kept iff dbr_rng_u01(dbr_rng_u32(key, i)) >= p, and then
  * scaled by (T)(1 / (1 - p)); dropped elements are 0. */
-void dbr_k_dropout_f32(float *y, const float *x, int64_t n, double p, uint64_t key);
-void dbr_k_dropout_f64(double *y, const double *x, int64_t n, double p, uint64_t key);
+/* Elements [first, first + n) of a dropout whose element i draws from
+ * Philox block i / 4 (first is a multiple of 4): y and x point at element
+ * first, so slices of one tensor can run on different threads. */
+void dbr_k_dropout_f32(float *y, const float *x, int64_t n, double p, uint64_t key, int64_t first);
+void dbr_k_dropout_f64(double *y, const double *x, int64_t n, double p, uint64_t key,
+                       int64_t first);
 
 /* ---- reductions ----------------------------------------------------------
  * x has shape[ndim]; bit d of axes reduces dim d. y holds the kept dims in
