@@ -3,6 +3,10 @@
  * always through a temporary file renamed into place. */
 #include "tools/dot.h"
 
+#include "ir/fused.h"
+#include "passes/fuse.h"
+#include "passes/simplify.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -255,6 +259,22 @@ static void emit_leaf(sbuf *b, const dbr_graph *g, int32_t v) {
     sb_printf(b, "\"];\n");
 }
 
+/* The body of a FUSED node, or NULL. */
+static const dbr_fbody *fbody_of(const dbr_inode *n) {
+    return n->op == DBR_OP_FUSED ? dbr_fbody_get(n->a.i[0]) : NULL;
+}
+
+/* A node's name in its label: the op, or a FUSED node's kernel name. */
+static const char *op_label(const dbr_inode *n) {
+    const dbr_fbody *fb = fbody_of(n);
+    return fb && fb->name[0] ? fb->name : dbr_ops[n->op].name;
+}
+
+/* Whether node i is drawn as a cluster of its fused source ops. */
+static bool clustered(const dbr_graph *g, const dbr_dot_opts *o, const sel *s, int32_t i) {
+    return o->fused_clusters && s->node[i] == SHOW && fbody_of(&g->nodes[i]);
+}
+
 /* The plan's mark of the value node i computes, for an unfaded node. */
 static int mark_of(const dbr_graph *g, const dbr_dot_opts *o, int32_t i, bool faded) {
     if (faded || !o->remat_mark) return DBR_DOT_MARK_NONE;
@@ -283,7 +303,9 @@ static void emit_node(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, int32_
         sb_printf(b, " ");
         sb_escaped(b, n->api);
     }
-    sb_printf(b, "\", label=\"%s\\n", dbr_ops[n->op].name);
+    sb_printf(b, "\", label=\"");
+    sb_escaped(b, op_label(n));
+    sb_printf(b, "\\n");
     sb_type(b, &x->t);
     if (n->file) {
         sb_printf(b, "\\n");
@@ -295,10 +317,170 @@ static void emit_node(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, int32_
     sb_printf(b, "\"];\n");
 }
 
+/* ---- fused kernels as clusters ------------------------------------------ */
+
+/* The boxes of a FUSED node's cluster: box k is source op k of its body,
+ * and the last box stands for the node's output value, so edges leaving
+ * the cluster start there. When the body's sources were capped
+ * (DBR_FUSE_MAX_SRC), a last box counts the ops left out and the boxes form
+ * a chain in source order; otherwise they follow the instructions. */
+typedef struct fbox {
+    int32_t n;                        /* boxes, >= 1 */
+    int32_t of_ins[DBR_FUSE_MAX_INS]; /* instruction -> box, -1 for LOAD and CONST */
+    bool dag;                         /* of_ins holds; else a chain */
+} fbox;
+
+static void fused_boxes(const dbr_fbody *fb, fbox *x) {
+    int32_t j = 0;
+    for (int32_t t = 0; t < fb->n_ins && t < DBR_FUSE_MAX_INS; t++)
+        x->of_ins[t] = fb->ins[t].kind == DBR_FI_OP ? j++ : -1;
+    /* OP instructions are the sources in order, but a reduction's, which
+     * folds the last instruction */
+    x->dag = fb->n_src == fb->n_ops && j == fb->n_ops - (fb->red ? 1 : 0) && fb->n_ins > 0;
+    x->n = fb->n_src + (fb->n_src < fb->n_ops || fb->n_src == 0 ? 1 : 0);
+}
+
+static void sb_box(sbuf *b, int32_t out, int32_t k, const fbox *x) {
+    if (k == x->n - 1)
+        sb_printf(b, "v%d", (int)out);
+    else
+        sb_printf(b, "v%d_%d", (int)out, (int)k);
+}
+
+/* What the boxes read, for a dag: pairs (instruction p, box k) with k
+ * reading p's value, each distinct operand once; returns the count (at most
+ * 3 * DBR_FUSE_MAX_INS + 1). */
+#define MAX_READS (3 * DBR_FUSE_MAX_INS + 1)
+static int32_t box_reads(const dbr_fbody *fb, const fbox *x, int32_t (*r)[2]) {
+    int32_t n = 0;
+    for (int32_t t = 0; t < fb->n_ins && t < DBR_FUSE_MAX_INS; t++) {
+        int32_t k = x->of_ins[t];
+        if (k < 0) continue;
+        const int32_t opd[3] = {fb->ins[t].a, fb->ins[t].b, fb->ins[t].c};
+        for (int q = 0; q < 3; q++) {
+            int32_t p = opd[q];
+            if (p < 0 || p >= t || (q > 0 && p == opd[0]) || (q > 1 && p == opd[1])) continue;
+            r[n][0] = p;
+            r[n++][1] = k;
+        }
+    }
+    if (fb->red) { /* the reduction folds the last instruction */
+        r[n][0] = fb->n_ins - 1;
+        r[n++][1] = x->n - 1;
+    }
+    return n;
+}
+
+static void emit_cluster(sbuf *b, const dbr_graph *g, int32_t i) {
+    const dbr_inode *n = &g->nodes[i];
+    const dbr_value *x = &g->vals[n->out];
+    const dbr_fbody *fb = fbody_of(n);
+    fbox fx;
+    fused_boxes(fb, &fx);
+    int32_t out = n->out;
+    sb_printf(b, "  subgraph cluster_%d {\n"
+                 "    style=\"filled,rounded\"; fillcolor=\"%s\"; color=\"#80cbc4\"; "
+                 "fontsize=10; tooltip=\"%%%d fused\"; label=\"",
+              (int)out, DBR_DOT_FUSED_COLOR, (int)out);
+    sb_escaped(b, fb->name);
+    sb_printf(b, "\\n%d op%s, ", (int)fb->n_ops, fb->n_ops == 1 ? "" : "s");
+    sb_type(b, &x->t);
+    sb_printf(b, "\";\n");
+    for (int32_t k = 0; k < fx.n; k++) {
+        sb_printf(b, "    ");
+        sb_box(b, out, k, &fx);
+        sb_printf(b, " [shape=box, style=filled, fillcolor=\"%s\", fontsize=9, height=0.3%s, "
+                     "tooltip=\"%%%d",
+                  phase_color(n->phase), k == fx.n - 1 && x->is_output ? ", penwidth=2" : "",
+                  (int)out);
+        if (k < fb->n_src && fb->src[k].api) {
+            sb_printf(b, " ");
+            sb_escaped(b, fb->src[k].api);
+        }
+        sb_printf(b, "\", label=\"");
+        if (k < fb->n_src) {
+            const dbr_fsrc *src = &fb->src[k];
+            sb_printf(b, "%s", (unsigned)src->op < DBR_OP_COUNT ? dbr_ops[src->op].name : "?");
+            if (src->file) {
+                sb_printf(b, "\\n");
+                sb_escaped(b, basename_of(src->file));
+                sb_printf(b, ":%d", (int)src->line);
+            }
+        } else if (fb->n_src) {
+            sb_printf(b, "+%d more ops", (int)(fb->n_ops - fb->n_src));
+        } else {
+            sb_escaped(b, fb->name);
+        }
+        sb_printf(b, "\"];\n");
+    }
+    if (fx.dag) {
+        int32_t r[MAX_READS][2];
+        int32_t nr = box_reads(fb, &fx, r);
+        for (int32_t e = 0; e < nr; e++) {
+            int32_t from = fx.of_ins[r[e][0]];
+            if (from < 0 || from == r[e][1]) continue;
+            sb_printf(b, "    ");
+            sb_box(b, out, from, &fx);
+            sb_printf(b, " -> ");
+            sb_box(b, out, r[e][1], &fx);
+            sb_printf(b, ";\n");
+        }
+    } else {
+        for (int32_t k = 1; k < fx.n; k++) {
+            sb_printf(b, "    ");
+            sb_box(b, out, k - 1, &fx);
+            sb_printf(b, " -> ");
+            sb_box(b, out, k, &fx);
+            sb_printf(b, ";\n");
+        }
+    }
+    sb_printf(b, "  }\n");
+}
+
+/* The edges from a clustered node's inputs to the boxes loading them (at
+ * the top level: an edge written inside the cluster would pull its tail
+ * node into it). */
+static void emit_cluster_inputs(sbuf *b, const dbr_graph *g, const sel *s, int32_t i) {
+    const dbr_inode *n = &g->nodes[i];
+    const dbr_fbody *fb = fbody_of(n);
+    fbox fx;
+    fused_boxes(fb, &fx);
+    int32_t r[MAX_READS][2];
+    int32_t nr = fx.dag ? box_reads(fb, &fx, r) : 0;
+    for (int k = 0; k < n->n_in && k < fb->n_in; k++) {
+        int32_t v = n->in[k];
+        bool dup = false;
+        for (int j = 0; j < k; j++) dup |= n->in[j] == v;
+        if (dup) continue;
+        int32_t p = g->vals[v].producer;
+        if (is_leaf(&g->vals[v]) ? !s->leaf[v] : s->node[p] == HIDE) continue;
+        const char *attr = !is_leaf(&g->vals[v]) && s->node[p] == FADE
+                               ? " [color=\"" FADED_LINE "\"]" : "";
+        bool seen[DBR_FUSE_MAX_SRC + 1] = {false};
+        if (fx.dag) {
+            for (int32_t e = 0; e < nr; e++) {
+                const dbr_fins *in = &fb->ins[r[e][0]];
+                int32_t box = r[e][1];
+                if (in->kind != DBR_FI_LOAD || in->a != k || seen[box]) continue;
+                seen[box] = true;
+                sb_printf(b, "  v%d -> ", (int)v);
+                sb_box(b, n->out, box, &fx);
+                sb_printf(b, "%s;\n", attr);
+            }
+        } else {
+            sb_printf(b, "  v%d -> ", (int)v);
+            sb_box(b, n->out, 0, &fx);
+            sb_printf(b, "%s;\n", attr);
+        }
+    }
+}
+#undef MAX_READS
+
 static void emit_legend(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, const sel *s) {
     bool phase[4] = {false, false, false, false}, kind[5] = {false, false, false, false, false};
-    bool context = false, mark[4] = {false, false, false, false};
+    bool context = false, mark[4] = {false, false, false, false}, fused = false;
     for (int32_t i = 0; i < g->n_nodes; i++) {
+        fused |= clustered(g, o, s, i);
         if (s->node[i] == SHOW && (unsigned)g->nodes[i].phase <= DBR_PH_RECOMP)
             phase[g->nodes[i].phase] = true;
         context |= s->node[i] == FADE;
@@ -308,7 +490,7 @@ static void emit_legend(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, cons
         if (s->leaf[v] && (unsigned)g->vals[v].kind <= DBR_V_INTER)
             kind[g->vals[v].kind] = true;
 
-    bool any = context;
+    bool any = context || fused;
     for (int p = 0; p < 4; p++) any |= phase[p];
     for (int m = 1; m < 4; m++) any |= mark[m];
     for (int k = 0; k < 5; k++) any |= kind[k];
@@ -332,6 +514,11 @@ static void emit_legend(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, cons
                       pkey[p], phase_color((dbr_phase)p), pname[p]);
             keys[n++] = pkey[p];
         }
+    if (fused) {
+        sb_printf(b, "    legend_fused [shape=box, style=\"filled,rounded\", fillcolor=\"%s\", "
+                     "color=\"#80cbc4\", label=\"fused kernel\"];\n", DBR_DOT_FUSED_COLOR);
+        keys[n++] = "fused";
+    }
     if (context) {
         sb_printf(b, "    legend_ctx [shape=box, style=\"filled,dashed\", fillcolor=\"%s\", "
                      "color=\"%s\", fontcolor=\"%s\", label=\"context\"];\n",
@@ -393,9 +580,16 @@ static void build_text(sbuf *b, const dbr_graph *g, const dbr_dot_opts *o, const
     for (int32_t v = 0; v < g->n_vals; v++)
         if (s->leaf[v]) emit_leaf(b, g, v);
     for (int32_t i = 0; i < g->n_nodes; i++)
-        if (s->node[i] != HIDE) emit_node(b, g, o, i, s->node[i] == FADE);
+        if (clustered(g, o, s, i))
+            emit_cluster(b, g, i);
+        else if (s->node[i] != HIDE)
+            emit_node(b, g, o, i, s->node[i] == FADE);
     for (int32_t i = 0; i < g->n_nodes; i++) {
         if (s->node[i] == HIDE) continue;
+        if (clustered(g, o, s, i)) {
+            emit_cluster_inputs(b, g, s, i);
+            continue;
+        }
         const dbr_inode *n = &g->nodes[i];
         for (int k = 0; k < n->n_in; k++) {
             int32_t v = n->in[k];
@@ -549,7 +743,7 @@ static int format_of(const char *path, fmt *f, char *err, size_t errlen) {
 
 int dbr_dot_write(const dbr_graph *g, const dbr_dot_opts *o, const char *path, char *err,
                   size_t errlen) {
-    static const dbr_dot_opts defaults = {false, NULL, NULL, NULL};
+    static const dbr_dot_opts defaults = {false, NULL, NULL, NULL, false};
     if (!o) o = &defaults;
     if (!g) return fail(err, errlen, "no graph to draw");
     if (!path || !*path) return fail(err, errlen, "no output path given");
@@ -569,5 +763,45 @@ int dbr_dot_write(const dbr_graph *g, const dbr_dot_opts *o, const char *path, c
     free(b.p);
     free(s.node);
     free(s.leaf);
+    return rc;
+}
+
+int dbr_dot_fuse(const dbr_graph *g, dbr_graph **out, int32_t *kernels, char *err,
+                 size_t errlen) {
+    *out = NULL;
+    if (!g) return fail(err, errlen, "no graph to fuse");
+    dbr_graph *c = dbr_graph_clone(g), *simple = NULL;
+    dbr_fuse_stats st = {0};
+    int32_t *remap = c ? malloc(((size_t)c->n_vals + 1) * sizeof *remap) : NULL;
+    bool *read = c ? calloc((size_t)c->n_vals + 1, sizeof *read) : NULL;
+    if (!remap || !read) {
+        free(read);
+        free(remap);
+        dbr_graph_free(c);
+        return fail(err, errlen, "out of memory");
+    }
+    /* what the step hands out, as the recording would mark it when planned:
+     * values nothing reads (the loss, batch statistics, gradients) and the
+     * optimizer's updates */
+    for (int32_t i = 0; i < c->n_nodes; i++)
+        for (int k = 0; k < c->nodes[i].n_in; k++) read[c->nodes[i].in[k]] = true;
+    for (int32_t v = 0; v < c->n_vals; v++) {
+        dbr_value *x = &c->vals[v];
+        if (x->kind == DBR_V_INTER &&
+            (!read[v] || (x->producer >= 0 && c->nodes[x->producer].phase == DBR_PH_OPT)))
+            x->is_output = true;
+    }
+    free(read);
+    int rc = dbr_simplify(c, &simple, remap, NULL, err, errlen);
+    if (!rc) {
+        free(remap);
+        remap = malloc(((size_t)simple->n_vals + 1) * sizeof *remap);
+        rc = remap ? dbr_fuse(simple, out, remap, &st, err, errlen)
+                   : fail(err, errlen, "out of memory");
+    }
+    if (!rc && kernels) *kernels = st.groups;
+    free(remap);
+    dbr_graph_free(simple);
+    dbr_graph_free(c);
     return rc;
 }

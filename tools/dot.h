@@ -19,6 +19,7 @@
 #define DBR_DOT_BUFFER_COLOR "#e1d5e7"  /* light purple */
 #define DBR_DOT_INPUT_COLOR "#ffffff"
 #define DBR_DOT_CONTEXT_COLOR "#f5f5f5" /* faded nodes around a layer */
+#define DBR_DOT_FUSED_COLOR "#e0f2f1"   /* light teal: a fused kernel's cluster */
 
 /* Borders of forward values marked by a recomputation plan. */
 #define DBR_DOT_KEPT_COLOR "#2e7d32"       /* green, thick */
@@ -44,6 +45,14 @@ typedef struct dbr_dot_opts {
      * "recomputed", freed ones a grey border and "freed"; the legend lists
      * the marks used. */
     const uint8_t *remat_mark;
+    /* Draw each shown FUSED node (passes/fuse.h) as a cluster named
+     * cluster_<value id>, labelled with its kernel name and filled with
+     * DBR_DOT_FUSED_COLOR, holding one small box per fused source op ("op\n
+     * file:line", filled by phase) linked as the body's instructions read
+     * each other; the group's inputs point at the boxes that load them and
+     * the last box stands for the output. Otherwise (and when faded) a
+     * FUSED node is one box labelled with its kernel name. */
+    bool fused_clusters;
 } dbr_dot_opts;
 
 /* Draw g into path; the format is path's extension: .dot (the DOT text),
@@ -60,5 +69,14 @@ typedef struct dbr_dot_opts {
  * Not thread-safe while rendering: Graphviz's error hook is global. */
 int dbr_dot_write(const dbr_graph *g, const dbr_dot_opts *o, const char *path, char *err,
                   size_t errlen);
+
+/* g simplified (passes/simplify.h), then fused (passes/fuse.h) whatever
+ * DBR_NO_FUSE says, into *out, with the values a step hands out marked as
+ * outputs first (those no node reads, and the optimizer's updates), so
+ * that dead-code elimination keeps the whole step; into *out (free with dbr_graph_free); *kernels (may be
+ * NULL) gets the number of FUSED nodes. g must verify. 0, or -1 with a
+ * message in err and *out NULL. */
+int dbr_dot_fuse(const dbr_graph *g, dbr_graph **out, int32_t *kernels, char *err,
+                 size_t errlen);
 
 #endif
