@@ -301,6 +301,28 @@ static void F(softmax_slice)(void *ctx, int64_t b, int64_t e) {
         j->rc = -1;
 }
 
+/* columns [b, e) of a sum or mean of x [R, C] over R: each column adds its
+ * rows in order in double, as dbr_k_reduce does */
+static void F(colsum_slice)(void *ctx, int64_t b, int64_t e) {
+    split_job *j = ctx;
+    const int64_t R = j->L, C = j->count, w = e - b;
+    double *acc = dbr_k_scratch((size_t)w * sizeof(double));
+    if (!acc) {
+        j->rc = -1;
+        return;
+    }
+    memset(acc, 0, (size_t)w * sizeof(double));
+    const T *x = (const T *)j->in[0] + b;
+    for (int64_t r = 0; r < R; r++, x += C)
+        for (int64_t c = 0; c < w; c++) acc[c] += (double)x[c];
+    T *y = (T *)j->out + b;
+    const double cnt = (double)R;
+    if (j->n->op == DBR_OP_MEAN)
+        for (int64_t c = 0; c < w; c++) y[c] = (T)(acc[c] / cnt);
+    else
+        for (int64_t c = 0; c < w; c++) y[c] = (T)acc[c];
+}
+
 /* blocks of 4 elements [b, e): each draws one Philox block */
 static void F(dropout_slice)(void *ctx, int64_t b, int64_t e) {
     const split_job *j = ctx;
@@ -347,6 +369,17 @@ static int F(exec_float)(const dbr_node *n, const void *const in[], void *out) {
         return 0;
     }
     case DBR_OP_SUM: case DBR_OP_MEAN: case DBR_OP_MAX: {
+        const uint32_t ax = axes_of(n);
+        const int k = __builtin_popcount(ax);
+        if (n->op != DBR_OP_MAX && k > 0 && k < ti[0].ndim && ax == (1u << k) - 1u) {
+            /* over leading axes (a bias's gradient): [R, C] -> [C], split by columns */
+            split_job j = {.n = n, .in = in, .out = out, .L = dims_prod(&ti[0], 0, k),
+                           .count = dims_prod(&ti[0], k, ti[0].ndim)};
+            if (j.L > 0 && j.count > 0) {
+                dbr_parallel_range(j.count, grain_for(j.L), F(colsum_slice), &j);
+                return j.rc;
+            }
+        }
         const dbr_k_redop r = n->op == DBR_OP_SUM    ? DBR_K_RED_SUM
                               : n->op == DBR_OP_MEAN ? DBR_K_RED_MEAN
                                                      : DBR_K_RED_MAX;
