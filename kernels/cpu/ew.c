@@ -180,7 +180,18 @@ void F(dbr_k_dropout)(T *y, const T *x, int64_t n, double p, uint64_t key, int64
         return;
     }
     const T scale = p < 1.0 ? (T)(1.0 / (1.0 - p)) : (T)0;
-    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+    /* u01(w) >= p exactly when the 24 bits u01 keeps reach ceil(p 2^24)
+     * (p 2^24 is exact in double): integer compares, vectorized */
+    const double thr_d = ceil(p * 16777216.0);
+    const uint32_t thr = thr_d > 16777216.0 ? 16777217u : (uint32_t)thr_d;
+    int64_t i0 = 0;
+    for (; i0 + 4 * DBR_PHILOX_LANES <= n; i0 += 4 * DBR_PHILOX_LANES) {
+        uint32_t w[4 * DBR_PHILOX_LANES];
+        dbr_philox4x32_lanes(key, (uint64_t)(first + i0) >> 2, w);
+        for (int k = 0; k < 4 * DBR_PHILOX_LANES; k++)
+            y[i0 + k] = (w[k] >> 8) >= thr ? x[i0 + k] * scale : (T)0;
+    }
+    for (; i0 < n; i0 += 4) {
         uint32_t w[4];
         dbr_philox4x32(key, (uint64_t)(first + i0) >> 2, w);
         const int64_t m = n - i0 < 4 ? n - i0 : 4;
