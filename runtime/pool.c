@@ -3,6 +3,8 @@
  * waits for the workers' slices, so a job costs two wake-ups per worker. */
 #include "runtime/pool.h"
 
+#include "kernels/cpu/kernels.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -53,6 +55,7 @@ static void *worker(void *arg) {
         }
     }
     pthread_mutex_unlock(&P.mu);
+    dbr_k_scratch_free(); /* library kernels' per-thread workspace */
     return NULL;
 }
 
