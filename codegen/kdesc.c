@@ -4,6 +4,12 @@
 #include "codegen/kdesc.h"
 
 #include <tgmath.h>
+
+#include "kernels/vmath.h"
+
+/* f32 exp and tanh as the fused kernels compute them (vmath.h); libm's in f64 */
+#define V_EXP(v) _Generic((v), float: dbr_exp_f32, default: exp)(v)
+#define V_TANH(v) _Generic((v), float: dbr_tanh_f32, default: tanh)(v)
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>

@@ -19,8 +19,9 @@
  *
  * Every operation computes exactly what the unfused CPU kernel computes for
  * the same op (kernels/cpu/ew.c: same formulas, same constants, same order of
- * operations in the kernel's dtype; libm's functions for exp, log, tanh, pow),
- * so fused and unfused results agree to rounding. */
+ * operations in the kernel's dtype; exp and tanh in f32 as kernels/vmath.h
+ * computes them, libm's functions otherwise), so fused and unfused CPU
+ * results are the same bits. */
 #ifndef DBR_CODEGEN_KDESC_H
 #define DBR_CODEGEN_KDESC_H
 

@@ -283,15 +283,102 @@ static LLVMValueRef fsel(gen *g, LLVMRealPredicate p, LLVMValueRef a, LLVMValueR
     return LLVMBuildSelect(g->B, LLVMBuildFCmp(g->B, p, a, b, ""), t, f, "");
 }
 
+/* ---- exp and tanh for f32 kernels, inline ------------------------------------------
+ *
+ * A call to expf or tanhf keeps a loop scalar, so f32 kernels compute both
+ * in double with plain arithmetic the loop vectorizer widens, then round
+ * once to float: the double result is good to ~1e-9 relative, so the float
+ * is the correctly rounded value or its neighbour (test_codegen sweeps it:
+ * within 1 ulp of e^x and tanh x rounded from double, within 2 of glibc's
+ * expf and tanhf). f64 kernels keep libm's exp and tanh. */
+
+static LLVMValueRef D(gen *g, double x) { return LLVMConstReal(g->dbl, x); }
+
+static LLVMValueRef dcall(gen *g, const char *name, LLVMValueRef *args, unsigned n) {
+    const unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    LLVMTypeRef ty = LLVMIntrinsicGetType(g->C, id, &g->dbl, 1);
+    return LLVMBuildCall2(g->B, ty, LLVMGetIntrinsicDeclaration(g->M, id, &g->dbl, 1), args, n, "");
+}
+
+/* a b + c rounded once (llvm.fma, always: the sequence of roundings is
+ * fixed, so C's fma() repeats it to the bit) */
+static LLVMValueRef dfma(gen *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+    LLVMValueRef args[3] = {a, b, c};
+    return dcall(g, "llvm.fma", args, 3);
+}
+
+/* e^x = 2^n (1 + q) in double for x (double) in [-700, 700] or NaN; sets
+ * *scale = 2^n and returns q = e^r - 1. x = n ln2 + r with n = round(x / ln2)
+ * (rounded by adding 1.5 * 2^52, whose low bits then hold n as an integer,
+ * so NaN needs no conversion to int) and r by a two-constant Cody-Waite
+ * split (|r| <= 0.347); q is e^r - 1's Taylor series to r^8 (error below
+ * 6e-10 of q, far under float's half ulp of 6e-8) by Estrin's scheme (a
+ * short dependency chain); 2^n is built in the exponent bits. */
+static LLVMValueRef expq_d(gen *g, LLVMValueRef x, LLVMValueRef *scale) {
+    LLVMBuilderRef B = g->B;
+    LLVMValueRef t = dfma(g, x, D(g, 1.4426950408889634), D(g, 0x1.8p52));
+    LLVMValueRef n = LLVMBuildFSub(B, t, D(g, 0x1.8p52), "");
+    LLVMValueRef r = dfma(g, n, D(g, -6.93147180369123816490e-01), x); /* ln2 hi: 32 bits */
+    r = dfma(g, n, D(g, -1.90821492927058770002e-10), r);                /* ln2 lo */
+    LLVMValueRef r2 = LLVMBuildFMul(B, r, r, ""), r4 = LLVMBuildFMul(B, r2, r2, "");
+    LLVMValueRef a23 = dfma(g, r, D(g, 1.0 / 6), D(g, 1.0 / 2));
+    LLVMValueRef a45 = dfma(g, r, D(g, 1.0 / 120), D(g, 1.0 / 24));
+    LLVMValueRef a67 = dfma(g, r, D(g, 1.0 / 5040), D(g, 1.0 / 720));
+    LLVMValueRef a68 = dfma(g, r2, D(g, 1.0 / 40320), a67);
+    LLVMValueRef a13 = dfma(g, r2, a23, r), a48 = dfma(g, r2, a68, a45);
+    LLVMValueRef bits = LLVMBuildAdd(B, LLVMBuildBitCast(B, t, g->i64, ""), I(g, 1023), "");
+    *scale = LLVMBuildBitCast(B, LLVMBuildShl(B, bits, I(g, 52), ""), g->dbl, "");
+    return dfma(g, r4, a48, a13);
+}
+
+static LLVMValueRef dsel(gen *g, LLVMRealPredicate p, LLVMValueRef a, double b, LLVMValueRef t,
+                         LLVMValueRef f) {
+    return LLVMBuildSelect(g->B, LLVMBuildFCmp(g->B, p, a, D(g, b), ""), t, f, "");
+}
+
+/* expf(x): 2^n + 2^n q with x clamped to [-110, 90] (NaN passes), where e^x
+ * rounds to 0 and to infinity in float. */
+static LLVMValueRef exp_f32(gen *g, LLVMValueRef x) {
+    LLVMValueRef xd = LLVMBuildFPExt(g->B, x, g->dbl, ""), scale;
+    xd = dsel(g, LLVMRealOGT, xd, 90.0, D(g, 90.0), xd);
+    xd = dsel(g, LLVMRealOLT, xd, -110.0, D(g, -110.0), xd);
+    LLVMValueRef q = expq_d(g, xd, &scale);
+    return LLVMBuildFPTrunc(g->B, dfma(g, scale, q, scale), g->T, "");
+}
+
+/* tanhf(x): sign(x) m / (m + 2) with m = e^(2|x|) - 1 = 2^n q + (2^n - 1),
+ * exact in its leading bits for small |x| (n = 0), so no cancellation
+ * anywhere; |x| clamped to 20 (tanh is 1 in double beyond). Keeps -0 and
+ * tiny x (m / 2 = |x|); NaN passes. */
+static LLVMValueRef tanh_f32(gen *g, LLVMValueRef x) {
+    LLVMBuilderRef B = g->B;
+    LLVMValueRef xd = LLVMBuildFPExt(B, x, g->dbl, ""), scale;
+    LLVMValueRef ax = dcall(g, "llvm.fabs", &xd, 1);
+    ax = dsel(g, LLVMRealOGT, ax, 20.0, D(g, 20.0), ax);
+    LLVMValueRef q = expq_d(g, LLVMBuildFAdd(B, ax, ax, ""), &scale);
+    LLVMValueRef m = dfma(g, scale, q, LLVMBuildFSub(B, scale, D(g, 1), ""));
+    LLVMValueRef y = LLVMBuildFDiv(B, m, LLVMBuildFAdd(B, m, D(g, 2), ""), "");
+    LLVMValueRef cs[2] = {y, xd};
+    return LLVMBuildFPTrunc(B, dcall(g, "llvm.copysign", cs, 2), g->T, "");
+}
+
+static LLVMValueRef exp_T(gen *g, LLVMValueRef x) {
+    return g->T == g->dbl ? call1(g, g->f_exp, x) : exp_f32(g, x);
+}
+
+static LLVMValueRef tanh_T(gen *g, LLVMValueRef x) {
+    return g->T == g->dbl ? call1(g, g->f_tanh, x) : tanh_f32(g, x);
+}
+
 /* tanh(c (x + k x x x)), as ew.c spells it */
 static LLVMValueRef gelu_t(gen *g, LLVMValueRef x) {
     LLVMBuilderRef B = g->B;
     LLVMValueRef k3 = LLVMBuildFMul(B, LLVMBuildFMul(B, LLVMBuildFMul(B, K(g, 0.044715), x, ""), x, ""), x, "");
-    return call1(g, g->f_tanh, LLVMBuildFMul(B, K(g, 0.7978845608028654), LLVMBuildFAdd(B, x, k3, ""), ""));
+    return tanh_T(g, LLVMBuildFMul(B, K(g, 0.7978845608028654), LLVMBuildFAdd(B, x, k3, ""), ""));
 }
 
 static LLVMValueRef sigmoid(gen *g, LLVMValueRef x) {
-    LLVMValueRef e = call1(g, g->f_exp, LLVMBuildFNeg(g->B, x, ""));
+    LLVMValueRef e = exp_T(g, LLVMBuildFNeg(g->B, x, ""));
     return LLVMBuildFDiv(g->B, K(g, 1), LLVMBuildFAdd(g->B, K(g, 1), e, ""), "");
 }
 
@@ -301,7 +388,7 @@ static LLVMValueRef emit_op(gen *g, const dbr_kd_ins *s, LLVMValueRef *v, LLVMVa
     LLVMValueRef zero = K(g, 0), one = K(g, 1), half = K(g, 0.5), p = K(g, s->p);
     switch ((dbr_op)s->op) {
     case DBR_OP_NEG: return LLVMBuildFNeg(B, a, "");
-    case DBR_OP_EXP: return call1(g, g->f_exp, a);
+    case DBR_OP_EXP: return exp_T(g, a);
     case DBR_OP_LOG: return call1(g, g->f_log, a);
     case DBR_OP_SQRT: return call1(g, g->f_sqrt, a);
     case DBR_OP_RSQRT: return LLVMBuildFDiv(B, one, call1(g, g->f_sqrt, a), "");
@@ -314,7 +401,7 @@ static LLVMValueRef emit_op(gen *g, const dbr_kd_ins *s, LLVMValueRef *v, LLVMVa
     case DBR_OP_ABS: return call1(g, g->f_fabs, a);
     case DBR_OP_SIGN:
         return fsel(g, LLVMRealOGT, a, zero, one, fsel(g, LLVMRealOLT, a, zero, K(g, -1), a));
-    case DBR_OP_TANH: return call1(g, g->f_tanh, a);
+    case DBR_OP_TANH: return tanh_T(g, a);
     case DBR_OP_SIGMOID: return sigmoid(g, a);
     case DBR_OP_RELU: return fsel(g, LLVMRealOGT, a, zero, a, zero);
     case DBR_OP_LEAKY_RELU: return fsel(g, LLVMRealOGT, a, zero, a, LLVMBuildFMul(B, a, p, ""));
@@ -323,7 +410,7 @@ static LLVMValueRef emit_op(gen *g, const dbr_kd_ins *s, LLVMValueRef *v, LLVMVa
         return LLVMBuildFMul(B, hv, LLVMBuildFAdd(B, one, gelu_t(g, a), ""), "");
     }
     case DBR_OP_SILU: {
-        LLVMValueRef e = call1(g, g->f_exp, LLVMBuildFNeg(B, a, ""));
+        LLVMValueRef e = exp_T(g, LLVMBuildFNeg(B, a, ""));
         return LLVMBuildFDiv(B, a, LLVMBuildFAdd(B, one, e, ""), "");
     }
     case DBR_OP_ADD: return LLVMBuildFAdd(B, a, b, "");
@@ -439,14 +526,116 @@ static LLVMBasicBlockRef block(gen *g, const char *name) {
     return LLVMAppendBasicBlockInContext(g->C, g->fn, name);
 }
 
+/* A loop over positions [from, to) of the current row (none when from >=
+ * to), storing each value at dst[c - sub] (sub NULL: dst[c]). */
+static void emit_loop(gen *g, LLVMValueRef *base, LLVMValueRef from, LLVMValueRef to, LLVMValueRef dst,
+                      LLVMValueRef sub) {
+    LLVMBuilderRef B = g->B;
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(B), loop = block(g, "inner"), after = block(g, "inner_done");
+    LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, from, to, ""), loop, after);
+    LLVMPositionBuilderAtEnd(B, loop);
+    LLVMValueRef c = LLVMBuildPhi(B, g->i64, "c"), v[DBR_KD_MAX_INS], raw[DBR_KD_MAX_INS];
+    emit_point(g, c, base, false, v, raw);
+    LLVMValueRef at = sub ? LLVMBuildSub(B, c, sub, "") : c;
+    LLVMValueRef st = LLVMBuildStore(B, v[g->kd->n_ins - 1], LLVMBuildInBoundsGEP2(B, g->T, dst, &at, 1, ""));
+    LLVMSetAlignment(st, g->kd->dtype == DT_F32 ? 4 : 8);
+    LLVMSetMetadata(st, g->md_scope, g->scope);
+    LLVMValueRef cn = LLVMBuildAdd(B, c, I(g, 1), "");
+    LLVMBasicBlockRef loop_end = LLVMGetInsertBlock(B);
+    LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, cn, to, ""), loop, after);
+    LLVMValueRef cin[2] = {from, cn};
+    LLVMBasicBlockRef cbb[2] = {pre, loop_end};
+    LLVMAddIncoming(c, cin, cbb, 2);
+    LLVMPositionBuilderAtEnd(B, after);
+}
+
+/* Large map outputs bypass the caches: a store that misses costs a read for
+ * ownership, a third more traffic than the kernel's own. Over segment
+ * [0, n) of a row (output at obase): chunks of NT_CHUNK bytes from the
+ * first 64-byte aligned element on, computed into an aligned stack buffer
+ * by the plain (vectorized) loop and copied out with aligned non-temporal
+ * 64-byte stores; then the head before them and the tail after them by one
+ * plain loop (elements are independent, in place included). An output
+ * not aligned to its element size takes plain stores only. The kernel ends
+ * with sfence (an mfence where that is missing), so the stores are
+ * visible once the caller's threads join. */
+#define NT_MIN_BYTES (4 << 20)
+#define NT_CHUNK 512
+
+static bool map_nontemporal(const gen *g) {
+    const int64_t es = g->kd->dtype == DT_F32 ? 4 : 8;
+    return g_triple && !strncmp(g_triple, "x86_64", 6) && g->sp.shape[g->sp.nd - 1] * es >= 2 * NT_CHUNK &&
+           dbr_kdesc_out_numel(g->kd) * es >= NT_MIN_BYTES;
+}
+
+static void emit_segment_nt(gen *g, LLVMValueRef *base, LLVMValueRef obase, LLVMValueRef n, LLVMValueRef buf) {
+    LLVMBuilderRef B = g->B;
+    const int64_t es = g->kd->dtype == DT_F32 ? 4 : 8, ch = NT_CHUNK / es, w = 64 / es;
+    LLVMValueRef addr = LLVMBuildPtrToInt(B, obase, g->i64, "");
+    LLVMValueRef head = LLVMBuildUDiv(B, LLVMBuildAnd(B, LLVMBuildNeg(B, addr, ""), I(g, 63), ""), I(g, es), "");
+    LLVMValueRef odd = LLVMBuildICmp(B, LLVMIntNE, LLVMBuildAnd(B, addr, I(g, es - 1), ""), I(g, 0), "");
+    head = LLVMBuildSelect(B, LLVMBuildOr(B, odd, LLVMBuildICmp(B, LLVMIntSGT, head, n, ""), ""), n, head, "head");
+    LLVMValueRef nch = LLVMBuildSDiv(B, LLVMBuildSub(B, n, head, ""), I(g, ch), "");
+    LLVMValueRef mend = LLVMBuildAdd(B, head, LLVMBuildMul(B, nch, I(g, ch), ""), "mend");
+
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(B), cb = block(g, "chunk"), done = block(g, "chunks_done");
+    LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, head, mend, ""), cb, done);
+    LLVMPositionBuilderAtEnd(B, cb);
+    LLVMValueRef k = LLVMBuildPhi(B, g->i64, "k"), kn = LLVMBuildAdd(B, k, I(g, ch), "");
+    emit_loop(g, base, k, kn, buf, k);
+    LLVMTypeRef vt = LLVMVectorType(g->T, (unsigned)w);
+    const unsigned nt_kind = LLVMGetMDKindIDInContext(g->C, "nontemporal", 11);
+    LLVMMetadataRef one = LLVMValueAsMetadata(LLVMConstInt(LLVMInt32TypeInContext(g->C), 1, 0));
+    LLVMValueRef nt = LLVMMetadataAsValue(g->C, LLVMMDNodeInContext2(g->C, &one, 1));
+    for (int64_t q = 0; q < ch; q += w) {
+        LLVMValueRef qi = I(g, q), oi = LLVMBuildAdd(B, k, qi, "");
+        LLVMValueRef x = LLVMBuildLoad2(B, vt, LLVMBuildInBoundsGEP2(B, g->T, buf, &qi, 1, ""), "");
+        LLVMSetAlignment(x, 64);
+        LLVMValueRef st = LLVMBuildStore(B, x, LLVMBuildInBoundsGEP2(B, g->T, obase, &oi, 1, ""));
+        LLVMSetAlignment(st, 64);
+        LLVMSetMetadata(st, nt_kind, nt);
+        LLVMSetMetadata(st, g->md_scope, g->scope);
+    }
+    LLVMBasicBlockRef cend = LLVMGetInsertBlock(B);
+    LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, kn, mend, ""), cb, done);
+    LLVMValueRef kin[2] = {head, kn};
+    LLVMBasicBlockRef kbb[2] = {pre, cend};
+    LLVMAddIncoming(k, kin, kbb, 2);
+
+    /* the head [0, head) then the tail [mend, n), through one loop */
+    LLVMPositionBuilderAtEnd(B, done);
+    LLVMBasicBlockRef pb = block(g, "piece"), out = block(g, "pieces_done");
+    LLVMBuildBr(B, pb);
+    LLVMPositionBuilderAtEnd(B, pb);
+    LLVMTypeRef i1 = LLVMInt1TypeInContext(g->C);
+    LLVMValueRef from = LLVMBuildPhi(B, g->i64, "from"), to = LLVMBuildPhi(B, g->i64, "to");
+    LLVMValueRef first = LLVMBuildPhi(B, i1, "first");
+    emit_loop(g, base, from, to, obase, NULL);
+    LLVMBasicBlockRef pend = LLVMGetInsertBlock(B);
+    LLVMBuildCondBr(B, first, pb, out);
+    LLVMValueRef fin[2] = {I(g, 0), mend}, tin[2] = {head, n};
+    LLVMValueRef flin[2] = {LLVMConstInt(i1, 1, 0), LLVMConstInt(i1, 0, 0)};
+    LLVMBasicBlockRef pbb[2] = {done, pend};
+    LLVMAddIncoming(from, fin, pbb, 2);
+    LLVMAddIncoming(to, tin, pbb, 2);
+    LLVMAddIncoming(first, flin, pbb, 2);
+    LLVMPositionBuilderAtEnd(B, out);
+}
+
 /* Output rows (the innermost dim), one segment [col0, col1) of a row at a
  * time: input offsets once per segment, then a plain loop over it. */
 static void emit_map(gen *g, LLVMValueRef begin, LLVMValueRef end) {
     LLVMBuilderRef B = g->B;
     const int last = g->sp.nd - 1;
     const int64_t inner = g->sp.shape[last];
+    const bool nt = map_nontemporal(g);
+    LLVMValueRef buf = NULL;
+    if (nt) {
+        buf = LLVMBuildArrayAlloca(B, g->T, I(g, NT_CHUNK / (g->kd->dtype == DT_F32 ? 4 : 8)), "ntbuf");
+        LLVMSetAlignment(buf, 64);
+    }
     LLVMBasicBlockRef entry = LLVMGetInsertBlock(B), hdr = block(g, "row"), body = block(g, "seg"),
-                      loop = block(g, "inner"), exit = block(g, "exit");
+                      exit = block(g, "exit");
     LLVMBuildBr(B, hdr);
 
     LLVMPositionBuilderAtEnd(B, hdr);
@@ -468,30 +657,27 @@ static void emit_map(gen *g, LLVMValueRef begin, LLVMValueRef end) {
     }
     emit_bases(g, off, base);
     LLVMValueRef obase = LLVMBuildInBoundsGEP2(B, g->T, g->out, &j, 1, "");
-    LLVMValueRef v[DBR_KD_MAX_INS], raw[DBR_KD_MAX_INS];
     emit_point(g, NULL, base, true, g->uv, g->uraw);
     LLVMValueRef jn = LLVMBuildAdd(B, j, n, "");
+    if (nt) emit_segment_nt(g, base, obase, n, buf);
+    else emit_loop(g, base, I(g, 0), n, obase, NULL);
     LLVMBasicBlockRef seg_end = LLVMGetInsertBlock(B);
-    LLVMBuildBr(B, loop);
+    LLVMBuildBr(B, hdr);
 
-    LLVMPositionBuilderAtEnd(B, loop);
-    LLVMValueRef c = LLVMBuildPhi(B, g->i64, "c");
-    emit_point(g, c, base, false, v, raw);
-    LLVMValueRef st = LLVMBuildStore(B, v[g->kd->n_ins - 1], LLVMBuildInBoundsGEP2(B, g->T, obase, &c, 1, ""));
-    LLVMSetAlignment(st, g->kd->dtype == DT_F32 ? 4 : 8);
-    LLVMSetMetadata(st, g->md_scope, g->scope);
-    LLVMValueRef cn = LLVMBuildAdd(B, c, I(g, 1), "");
-    LLVMBasicBlockRef loop_end = LLVMGetInsertBlock(B);
-    LLVMBuildCondBr(B, LLVMBuildICmp(B, LLVMIntSLT, cn, n, ""), loop, hdr);
-
-    LLVMValueRef cin[2] = {I(g, 0), cn};
-    LLVMBasicBlockRef cbb[2] = {seg_end, loop_end};
-    LLVMAddIncoming(c, cin, cbb, 2);
     LLVMValueRef jin[2] = {begin, jn};
-    LLVMBasicBlockRef jbb[2] = {entry, loop_end};
+    LLVMBasicBlockRef jbb[2] = {entry, seg_end};
     LLVMAddIncoming(j, jin, jbb, 2);
 
     LLVMPositionBuilderAtEnd(B, exit);
+    if (nt) {
+        const char *sf = "llvm.x86.sse.sfence";
+        const unsigned id = LLVMLookupIntrinsicID(sf, strlen(sf));
+        if (id)
+            LLVMBuildCall2(B, LLVMIntrinsicGetType(g->C, id, NULL, 0),
+                           LLVMGetIntrinsicDeclaration(g->M, id, NULL, 0), NULL, 0, "");
+        else
+            LLVMBuildFence(B, LLVMAtomicOrderingSequentiallyConsistent, 0, "");
+    }
     LLVMBuildRetVoid(B);
 }
 
