@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 /* Bumped whenever the IR a description renders to changes. */
-#define DBR_CG_CPU_FORMAT 3
+#define DBR_CG_CPU_FORMAT 4
 /* The optimisation pipeline the CPU back end runs (LLVMRunPasses). */
 #define DBR_CG_CPU_PIPELINE "default<O3>"
 

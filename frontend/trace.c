@@ -1206,6 +1206,12 @@ void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out) {
     const dbr_plan_cache *c = tr->cache;
     memset(out, 0, sizeof *out);
     if (c) {
+        dbr_cg_stats cg;
+        dbr_cg_stats_get(&cg);
+        out->jit_kernels = cg.compiled;
+        out->jit_disk_hits = cg.disk_hits;
+        out->jit_ms = cg.jit_ms_total;
+        out->jit_disk_ms = cg.disk_ms_total;
         out->fused_groups = tr->fused_groups;
         out->fused_ops = tr->fused_ops;
         out->cache_hits = c->hits;

@@ -151,6 +151,10 @@ typedef struct dbr_stats {
     double run_ms;  /* running plans */
     dbr_step_mem mem; /* of the last compiled plan run */
     int64_t fused_groups, fused_ops; /* in the plans compiled: kernels made, ops they hold */
+    /* the process's code generator so far: kernels compiled (JIT) and the
+     * time it took, kernels loaded from the disk cache and the time that took */
+    int64_t jit_kernels, jit_disk_hits;
+    double jit_ms, jit_disk_ms;
 } dbr_stats;
 void dbr_stats_get(const dbr_ctx *ctx, dbr_stats *out);
 

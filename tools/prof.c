@@ -48,6 +48,8 @@ typedef struct mode_result {
     int64_t n_ev;
     int64_t *step_t0, *step_ns;     /* per timed step */
     int64_t fused_groups, fused_ops; /* kernels generated, ops they hold (dbr_stats) */
+    int64_t jit_kernels, jit_disk_hits; /* compiled by this mode, loaded from disk */
+    double jit_ms, jit_disk_ms;
 } mode_result;
 
 /* The step's synthetic batch: inputs of the model's shape, labels in range. */
@@ -316,6 +318,8 @@ static int run_mode(const prof_args *a, const dbr_model_info *m, const synth *d,
         return 1;
     }
     int rc = 0;
+    dbr_stats jit0;
+    dbr_stats_get(ctx, &jit0);
     int64_t *ends = calloc((size_t)a->steps, sizeof *ends);
     r->step_t0 = calloc((size_t)a->steps, sizeof *r->step_t0);
     r->step_ns = calloc((size_t)a->steps, sizeof *r->step_ns);
@@ -362,6 +366,11 @@ static int run_mode(const prof_args *a, const dbr_model_info *m, const synth *d,
     r->n_ev = n;
     dbr_stats st;
     dbr_stats_get(ctx, &st);
+    /* the code generator's counts are the process's: this mode's are the growth */
+    r->jit_kernels = st.jit_kernels - jit0.jit_kernels;
+    r->jit_disk_hits = st.jit_disk_hits - jit0.jit_disk_hits;
+    r->jit_ms = st.jit_ms - jit0.jit_ms;
+    r->jit_disk_ms = st.jit_disk_ms - jit0.jit_disk_ms;
     r->fused_groups = st.fused_groups;
     r->fused_ops = st.fused_ops;
     r->ran = true;
@@ -421,10 +430,12 @@ static void print_json(const prof_args *a, const mode_result *r) {
         if (!r[m].ran) continue;
         printf("%s\"%s\": {\"step_ms\": %.4f, \"nonlib_ms\": %.4f, \"lib_ms\": %.4f, "
                "\"kernel_ms\": %.4f, \"kernels_per_step\": %.2f, \"fused_groups\": %lld, "
-               "\"fused_ops\": %lld, \"kernels\": [",
+               "\"fused_ops\": %lld, \"jit_kernels\": %lld, \"jit_ms\": %.3f, "
+               "\"jit_disk_hits\": %lld, \"jit_disk_ms\": %.3f, \"kernels\": [",
                first ? "" : ", ", mode_names[m], r[m].step_ms, r[m].nonlib_ms, r[m].lib_ms,
                r[m].kernel_ms, (double)r[m].n_ev / (double)a->steps, (long long)r[m].fused_groups,
-               (long long)r[m].fused_ops);
+               (long long)r[m].fused_ops, (long long)r[m].jit_kernels, r[m].jit_ms,
+               (long long)r[m].jit_disk_hits, r[m].jit_disk_ms);
         first = false;
         for (int32_t k = 0; k < r[m].n_k; k++) {
             const kstat *s = &r[m].k[k];
@@ -462,9 +473,13 @@ static void print_tables(const prof_args *a, const mode_result *r) {
                mode_names[m], x->step_ms, x->nonlib_ms, (double)x->n_ev / (double)a->steps,
                x->lib_ms, x->kernel_ms - x->lib_ms, x->total_ms / (double)a->steps - x->kernel_ms);
         if (m == M_FUSED)
-            printf("  %lld generated kernels hold %lld ops%s\n", (long long)x->fused_groups,
-                   (long long)x->fused_ops,
-                   x->fused_groups ? "" : " (fusion is off: DBR_NO_FUSE, or no code generator)");
+            printf("  %lld generated kernels hold %lld ops%s; JIT: %lld kernels in %.1f ms "
+                   "(%.2f ms each), %lld from the disk cache in %.2f ms\n",
+                   (long long)x->fused_groups, (long long)x->fused_ops,
+                   x->fused_groups ? "" : " (fusion is off: DBR_NO_FUSE, or no code generator)",
+                   (long long)x->jit_kernels, x->jit_ms,
+                   x->jit_kernels ? x->jit_ms / (double)x->jit_kernels : 0.0,
+                   (long long)x->jit_disk_hits, x->jit_disk_ms);
         printf("  %-32s %7s %10s %7s %11s %14s\n", "kernel", "calls", "total ms", "% step",
                "bytes", "rate");
         double rest_ms = 0;
