@@ -95,7 +95,7 @@ int main(int argc, char **argv) {
     kd.ins[kd.n_ins++] = (dbr_kd_ins){.kind = DBR_KD_LOAD, .a = 0, .b = -1, .c = -1};
     for (int k = 0; k < 8; k++) {
         int32_t prev = kd.n_ins - 1;
-        if (dbr_kd_arity(chain_ops[k]) == 2) {
+        if (dbr_fuse_arity(chain_ops[k]) == 2) {
             kd.ins[kd.n_ins++] = (dbr_kd_ins){.kind = DBR_KD_CONST, .a = -1, .b = -1, .c = -1,
                                               .p = chain_c[k]};
             kd.ins[kd.n_ins] = (dbr_kd_ins){.kind = DBR_KD_OP, .op = chain_ops[k], .a = prev,
@@ -133,7 +133,7 @@ int main(int argc, char **argv) {
         t0 = now_s();
         const float *src = x;
         for (int k = 0; k < 8; k++) {
-            dbr_node nd = {.op = chain_ops[k], .n_in = dbr_kd_arity(chain_ops[k])};
+            dbr_node nd = {.op = chain_ops[k], .n_in = dbr_fuse_arity(chain_ops[k])};
             nd.in[0] = (dbr_tinfo){.dtype = DT_F32, .ndim = 1, .shape = {n}};
             nd.out = nd.in[0];
             float c = (float)chain_c[k];

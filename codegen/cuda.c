@@ -79,18 +79,6 @@ void dbr_cg_cuda_unload_all(void) {}
 #include <nvrtc.h>
 #include <pthread.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* ---- a growing string ------------------------------------------------------ */
 
 typedef struct sbuf {
@@ -336,7 +324,7 @@ static void liveness(const dbr_kdesc *kd, bool *live, bool *used) {
         if (!live[k]) continue;
         if (x->kind == DBR_KD_LOAD) used[x->a] = true;
         if (x->kind != DBR_KD_OP) continue;
-        const int ar = dbr_kd_arity((dbr_op)x->op);
+        const int ar = dbr_fuse_arity((dbr_op)x->op);
         const int32_t opd[3] = {x->a, x->b, x->c};
         for (int j = 0; j < ar; j++) {
             const dbr_kd_ins *o = &kd->ins[opd[j]];
@@ -391,7 +379,7 @@ static void emit_point(sbuf *s, const dbr_kdesc *kd, const bool *live, const cha
             sb_printf(s, "dbr_leaky_relu_bwd_%s(v%d, v%d, ", S, x->a, x->b);
             lit(s, kd->dtype, x->p);
             sb_printf(s, ");\n");
-        } else if (dbr_kd_arity(op) == 1) {
+        } else if (dbr_fuse_arity(op) == 1) {
             sb_printf(s, "dbr_%s_%s(v%d);\n", op_fn(op), S, x->a);
         } else {
             sb_printf(s, "dbr_%s_%s(v%d, v%d);\n", op_fn(op), S, x->a, x->b);
@@ -474,13 +462,13 @@ static void emit_kernel(sbuf *s, const dbr_kdesc *kd) {
 static int kernel_ok(const dbr_kdesc *kd, char *err, size_t errlen) {
     if (dbr_kdesc_check(kd, err, errlen) != 0) return -1;
     if (!ident_ok(kd->name))
-        return fail(err, errlen, "kernel name \"%.64s\" is not a C identifier", kd->name);
+        return dbr_errf(err, errlen, "kernel name \"%.64s\" is not a C identifier", kd->name);
     return 0;
 }
 
 char *dbr_cg_cuda_source_many(const dbr_kdesc *const *kds, int n, char *err, size_t errlen) {
     if (n < 1) {
-        fail(err, errlen, "no kernels to render");
+        dbr_errf(err, errlen, "no kernels to render");
         return NULL;
     }
     for (int k = 0; k < n; k++)
@@ -490,7 +478,7 @@ char *dbr_cg_cuda_source_many(const dbr_kdesc *const *kds, int n, char *err, siz
     for (int k = 0; k < n; k++) emit_kernel(&s, kds[k]);
     if (s.oom) {
         free(s.p);
-        fail(err, errlen, "out of memory rendering CUDA C");
+        dbr_errf(err, errlen, "out of memory rendering CUDA C");
         return NULL;
     }
     return s.p;
@@ -507,7 +495,7 @@ bool dbr_cg_nvrtc_available(void) { return true; }
 int dbr_cg_nvrtc_version(char *buf, size_t n) {
     int major = 0, minor = 0;
     if (nvrtcVersion(&major, &minor) != NVRTC_SUCCESS)
-        return fail(buf, n, "nvrtcVersion failed");
+        return dbr_errf(buf, n, "nvrtcVersion failed");
     snprintf(buf, n, "NVRTC %d.%d", major, minor);
     return 0;
 }
@@ -521,13 +509,13 @@ int dbr_cg_nvrtc_compile_src(const char *src, int arch, bool ptx, void **image, 
                              char *err, size_t errlen) {
     *image = NULL;
     *size = 0;
-    if (arch < 10 || arch > 999) return fail(err, errlen, "bad CUDA architecture %d", arch);
+    if (arch < 10 || arch > 999) return dbr_errf(err, errlen, "bad CUDA architecture %d", arch);
     char archopt[48];
     snprintf(archopt, sizeof archopt, "--gpu-architecture=%s_%d", ptx ? "compute" : "sm", arch);
     const char *opts[] = {archopt, NVRTC_OPTS};
     nvrtcProgram prog;
     nvrtcResult rc = nvrtcCreateProgram(&prog, src, "dbr_kernels.cu", 0, NULL, NULL);
-    if (rc != NVRTC_SUCCESS) return fail(err, errlen, "nvrtcCreateProgram: %s", nvrtcGetErrorString(rc));
+    if (rc != NVRTC_SUCCESS) return dbr_errf(err, errlen, "nvrtcCreateProgram: %s", nvrtcGetErrorString(rc));
     rc = nvrtcCompileProgram(prog, (int)(sizeof opts / sizeof opts[0]), opts);
     if (rc != NVRTC_SUCCESS) {
         size_t loglen = 0;
@@ -535,7 +523,7 @@ int dbr_cg_nvrtc_compile_src(const char *src, int arch, bool ptx, void **image, 
         if (nvrtcGetProgramLogSize(prog, &loglen) == NVRTC_SUCCESS && loglen > 0 &&
             (log = malloc(loglen + 1)) != NULL && nvrtcGetProgramLog(prog, log) == NVRTC_SUCCESS)
             log[loglen] = 0;
-        fail(err, errlen, "NVRTC (%s): %s: %s", archopt, nvrtcGetErrorString(rc),
+        dbr_errf(err, errlen, "NVRTC (%s): %s: %s", archopt, nvrtcGetErrorString(rc),
              log ? log : "(no log)");
         free(log);
         nvrtcDestroyProgram(&prog);
@@ -548,7 +536,7 @@ int dbr_cg_nvrtc_compile_src(const char *src, int arch, bool ptx, void **image, 
     nvrtcDestroyProgram(&prog);
     if (!buf || rc != NVRTC_SUCCESS) {
         free(buf);
-        return fail(err, errlen, "NVRTC: no %s (%s)", ptx ? "PTX" : "cubin",
+        return dbr_errf(err, errlen, "NVRTC: no %s (%s)", ptx ? "PTX" : "cubin",
                     rc != NVRTC_SUCCESS ? nvrtcGetErrorString(rc) : "out of memory");
     }
     *image = buf;
@@ -677,7 +665,7 @@ static const char *cu_msg(CUresult rc) {
 static const drv *drv_get(char *err, size_t errlen) {
     pthread_once(&g_drv_once, drv_open);
     if (!g_drv.lib || g_drv.init_rc != CUDA_SUCCESS) {
-        fail(err, errlen, "%s", g_drv.why);
+        dbr_errf(err, errlen, "%s", g_drv.why);
         return NULL;
     }
     return &g_drv;
@@ -689,11 +677,11 @@ bool dbr_cg_cuda_gpu_present(char *why, size_t n) {
     int count = 0;
     const CUresult rc = d->device_get_count(&count);
     if (rc != CUDA_SUCCESS) {
-        fail(why, n, "cuDeviceGetCount: %s", cu_msg(rc));
+        dbr_errf(why, n, "cuDeviceGetCount: %s", cu_msg(rc));
         return false;
     }
     if (count < 1) {
-        fail(why, n, "no CUDA device");
+        dbr_errf(why, n, "no CUDA device");
         return false;
     }
     return true;
@@ -728,12 +716,12 @@ static int get_function(const drv *d, CUcontext ctx, const dbr_kdesc *kd, const 
     CUmodule mod = NULL;
     CUresult rc = d->module_load_data(&mod, image);
     if (rc != CUDA_SUCCESS) {
-        fail(err, errlen, "cuModuleLoadData (%s): %s", kd->name, cu_msg(rc));
+        dbr_errf(err, errlen, "cuModuleLoadData (%s): %s", kd->name, cu_msg(rc));
         goto out;
     }
     rc = d->module_get_function(fn, mod, kd->name);
     if (rc != CUDA_SUCCESS) {
-        fail(err, errlen, "cuModuleGetFunction (%s): %s", kd->name, cu_msg(rc));
+        dbr_errf(err, errlen, "cuModuleGetFunction (%s): %s", kd->name, cu_msg(rc));
         d->module_unload(mod);
         goto out;
     }
@@ -742,7 +730,7 @@ static int get_function(const drv *d, CUcontext ctx, const dbr_kdesc *kd, const 
         loaded *q = realloc(g_mods, cap * sizeof *q);
         if (!q) {
             d->module_unload(mod);
-            fail(err, errlen, "out of memory");
+            dbr_errf(err, errlen, "out of memory");
             goto out;
         }
         g_mods = q;
@@ -777,17 +765,17 @@ int dbr_cg_cuda_launch(const dbr_kdesc *kd, const void *image, void *const *args
     if (!d) return -1;
     CUcontext ctx = NULL;
     CUresult rc = d->ctx_get_current(&ctx);
-    if (rc != CUDA_SUCCESS) return fail(err, errlen, "cuCtxGetCurrent: %s", cu_msg(rc));
+    if (rc != CUDA_SUCCESS) return dbr_errf(err, errlen, "cuCtxGetCurrent: %s", cu_msg(rc));
     if (!ctx) {
         CUdevice dev;
         int count = 0;
         if ((rc = d->device_get_count(&count)) != CUDA_SUCCESS || count < 1)
-            return fail(err, errlen, "no CUDA device (%s)",
+            return dbr_errf(err, errlen, "no CUDA device (%s)",
                         rc != CUDA_SUCCESS ? cu_msg(rc) : "count is 0");
         if ((rc = d->device_get(&dev, 0)) != CUDA_SUCCESS ||
             (rc = d->primary_ctx_retain(&ctx, dev)) != CUDA_SUCCESS ||
             (rc = d->ctx_set_current(ctx)) != CUDA_SUCCESS)
-            return fail(err, errlen, "device 0's primary context: %s", cu_msg(rc));
+            return dbr_errf(err, errlen, "device 0's primary context: %s", cu_msg(rc));
     }
     CUfunction fn;
     if (get_function(d, ctx, kd, image, &fn, err, errlen) != 0) return -1;
@@ -803,7 +791,7 @@ int dbr_cg_cuda_launch(const dbr_kdesc *kd, const void *image, void *const *args
     params[kd->n_in + 1] = &n;
     rc = d->launch_kernel(fn, (unsigned)blocks, 1, 1, DBR_CG_CUDA_THREADS, 1, 1, 0,
                           (CUstream)stream, params, NULL);
-    if (rc != CUDA_SUCCESS) return fail(err, errlen, "cuLaunchKernel (%s): %s", kd->name, cu_msg(rc));
+    if (rc != CUDA_SUCCESS) return dbr_errf(err, errlen, "cuLaunchKernel (%s): %s", kd->name, cu_msg(rc));
     return 0;
 }
 

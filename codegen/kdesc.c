@@ -7,28 +7,9 @@
 
 #include "kernels/vmath.h"
 
-/* f32 exp and tanh as the fused kernels compute them (vmath.h); libm's in f64 */
-#define V_EXP(v) _Generic((v), float: dbr_exp_f32, default: exp)(v)
-#define V_TANH(v) _Generic((v), float: dbr_tanh_f32, default: tanh)(v)
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-bool dbr_kd_op_ok(dbr_op op) { return dbr_kd_arity(op) > 0; }
-
-int dbr_kd_arity(dbr_op op) {
-    switch (op) {
-    case DBR_OP_NEG: case DBR_OP_EXP: case DBR_OP_LOG: case DBR_OP_SQRT: case DBR_OP_RSQRT:
-    case DBR_OP_POW: case DBR_OP_ABS: case DBR_OP_SIGN: case DBR_OP_TANH: case DBR_OP_SIGMOID:
-    case DBR_OP_RELU: case DBR_OP_LEAKY_RELU: case DBR_OP_GELU: case DBR_OP_SILU:
-        return 1;
-    case DBR_OP_ADD: case DBR_OP_SUB: case DBR_OP_MUL: case DBR_OP_DIV: case DBR_OP_RELU_BWD:
-    case DBR_OP_LEAKY_RELU_BWD: case DBR_OP_GELU_BWD: case DBR_OP_SILU_BWD:
-        return 2;
-    case DBR_OP_WHERE: return 3;
-    default: return 0;
-    }
-}
 
 int64_t dbr_kdesc_out_numel(const dbr_kdesc *kd) {
     int64_t n = 1;
@@ -42,11 +23,6 @@ int64_t dbr_kdesc_red_numel(const dbr_kdesc *kd) {
     return n;
 }
 
-static uint64_t mix(uint64_t h, uint64_t v) {
-    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    return h * 0xff51afd7ed558ccdull;
-}
-
 static uint64_t dbits(double d) {
     uint64_t u;
     memcpy(&u, &d, sizeof u);
@@ -55,25 +31,25 @@ static uint64_t dbits(double d) {
 
 uint64_t dbr_kdesc_hash(const dbr_kdesc *kd) {
     uint64_t h = 0x6462726b64657363ull; /* "dbrkdesc" */
-    h = mix(h, (uint64_t)kd->dtype);
-    h = mix(h, (uint64_t)kd->ndim);
-    for (int d = 0; d < kd->ndim; d++) h = mix(h, (uint64_t)kd->shape[d]);
-    h = mix(h, (uint64_t)kd->nred);
-    h = mix(h, (uint64_t)(kd->nred ? kd->red : 0));
-    h = mix(h, (uint64_t)kd->n_in);
+    h = dbr_hash_mix(h, (uint64_t)kd->dtype);
+    h = dbr_hash_mix(h, (uint64_t)kd->ndim);
+    for (int d = 0; d < kd->ndim; d++) h = dbr_hash_mix(h, (uint64_t)kd->shape[d]);
+    h = dbr_hash_mix(h, (uint64_t)kd->nred);
+    h = dbr_hash_mix(h, (uint64_t)(kd->nred ? kd->red : 0));
+    h = dbr_hash_mix(h, (uint64_t)kd->n_in);
     for (int i = 0; i < kd->n_in; i++) {
-        h = mix(h, (uint64_t)kd->in[i].dtype);
-        for (int d = 0; d < kd->ndim; d++) h = mix(h, (uint64_t)kd->in[i].stride[d]);
+        h = dbr_hash_mix(h, (uint64_t)kd->in[i].dtype);
+        for (int d = 0; d < kd->ndim; d++) h = dbr_hash_mix(h, (uint64_t)kd->in[i].stride[d]);
     }
-    h = mix(h, (uint64_t)kd->n_ins);
+    h = dbr_hash_mix(h, (uint64_t)kd->n_ins);
     for (int k = 0; k < kd->n_ins; k++) {
         const dbr_kd_ins *s = &kd->ins[k];
-        h = mix(h, (uint64_t)s->kind);
-        h = mix(h, (uint64_t)(s->kind == DBR_KD_OP ? s->op : 0));
-        h = mix(h, (uint64_t)(uint32_t)s->a);
-        h = mix(h, (uint64_t)(uint32_t)s->b);
-        h = mix(h, (uint64_t)(uint32_t)s->c);
-        h = mix(h, dbits(s->p));
+        h = dbr_hash_mix(h, (uint64_t)s->kind);
+        h = dbr_hash_mix(h, (uint64_t)(s->kind == DBR_KD_OP ? s->op : 0));
+        h = dbr_hash_mix(h, (uint64_t)(uint32_t)s->a);
+        h = dbr_hash_mix(h, (uint64_t)(uint32_t)s->b);
+        h = dbr_hash_mix(h, (uint64_t)(uint32_t)s->c);
+        h = dbr_hash_mix(h, dbits(s->p));
     }
     return h ? h : 1;
 }
@@ -107,7 +83,7 @@ int dbr_kdesc_check(const dbr_kdesc *kd, char *err, size_t errlen) {
             break;
         case DBR_KD_CONST: break;
         case DBR_KD_OP: {
-            int ar = dbr_kd_arity((dbr_op)s->op);
+            int ar = dbr_fuse_arity((dbr_op)s->op);
             if (!ar) return dbr_errf(err, errlen, "instruction %d: op %d is not element-wise", k, s->op);
             const int32_t opd[3] = {s->a, s->b, s->c};
             for (int j = 0; j < ar; j++)

@@ -25,6 +25,7 @@
 #ifndef DBR_CODEGEN_KDESC_H
 #define DBR_CODEGEN_KDESC_H
 
+#include "ir/fused.h"
 #include "ir/ir.h"
 
 #include <stdint.h>
@@ -39,15 +40,9 @@ typedef enum dbr_kd_kind {
     DBR_KD_OP     /* op over instructions a (, b (, c)) */
 } dbr_kd_kind;
 
-/* Ops a kernel may hold (DBR_KD_OP), with their operands:
- *   unary (a): NEG EXP LOG SQRT RSQRT POW(p = exponent) ABS SIGN TANH SIGMOID
- *              RELU LEAKY_RELU(p = slope) GELU SILU
- *   binary (a, b): ADD SUB MUL DIV, and the derivative helpers
- *              RELU_BWD(y, gy) LEAKY_RELU_BWD(x, gy; p) GELU_BWD(x, gy) SILU_BWD(x, gy)
- *   ternary (a, b, c): WHERE (a != 0 ? b : c; a is a mask loaded in any dtype) */
-bool dbr_kd_op_ok(dbr_op op);
-int dbr_kd_arity(dbr_op op); /* 1, 2 or 3; 0 when !dbr_kd_op_ok(op) */
-
+/* Ops a kernel may hold (DBR_KD_OP) and their operands: those a fused body
+ * may hold, dbr_fuse_arity (ir/fused.h). WHERE's mask (operand a) may be
+ * loaded in any dtype. */
 typedef struct dbr_kd_ins {
     int32_t kind;    /* dbr_kd_kind */
     int32_t op;      /* DBR_KD_OP: a dbr_op listed above */

@@ -44,19 +44,19 @@ static T F(point)(const dbr_kdesc *kd, void *const *args, int64_t pt, T *v) {
         T r;
         switch ((dbr_op)s->op) {
         case DBR_OP_NEG: r = -a; break;
-        case DBR_OP_EXP: r = V_EXP(a); break;
+        case DBR_OP_EXP: r = DBR_VEXP(a); break;
         case DBR_OP_LOG: r = log(a); break;
         case DBR_OP_SQRT: r = sqrt(a); break;
         case DBR_OP_RSQRT: r = one / sqrt(a); break;
         case DBR_OP_POW: r = s->p == 2.0 ? a * a : s->p == 1.0 ? a : pow(a, p); break;
         case DBR_OP_ABS: r = fabs(a); break;
         case DBR_OP_SIGN: r = a > zero ? one : a < zero ? -one : a; break;
-        case DBR_OP_TANH: r = V_TANH(a); break;
-        case DBR_OP_SIGMOID: r = one / (one + V_EXP(-a)); break;
+        case DBR_OP_TANH: r = DBR_VTANH(a); break;
+        case DBR_OP_SIGMOID: r = one / (one + DBR_VEXP(-a)); break;
         case DBR_OP_RELU: r = a > zero ? a : zero; break;
         case DBR_OP_LEAKY_RELU: r = a > zero ? a : a * p; break;
-        case DBR_OP_GELU: r = half * a * (one + V_TANH(c_gelu * (a + k_gelu * a * a * a))); break;
-        case DBR_OP_SILU: r = a / (one + V_EXP(-a)); break;
+        case DBR_OP_GELU: r = half * a * (one + DBR_VTANH(c_gelu * (a + k_gelu * a * a * a))); break;
+        case DBR_OP_SILU: r = a / (one + DBR_VEXP(-a)); break;
         case DBR_OP_ADD: r = a + b; break;
         case DBR_OP_SUB: r = a - b; break;
         case DBR_OP_MUL: r = a * b; break;
@@ -64,13 +64,13 @@ static T F(point)(const dbr_kdesc *kd, void *const *args, int64_t pt, T *v) {
         case DBR_OP_RELU_BWD: r = a > zero ? b : zero; break;
         case DBR_OP_LEAKY_RELU_BWD: r = a > zero ? b : b * p; break;
         case DBR_OP_GELU_BWD: {
-            const T t = V_TANH(c_gelu * (a + k_gelu * a * a * a));
+            const T t = DBR_VTANH(c_gelu * (a + k_gelu * a * a * a));
             r = b * (half * (one + t) +
                      half * a * (one - t * t) * c_gelu * (one + (T)3 * k_gelu * a * a));
             break;
         }
         case DBR_OP_SILU_BWD: {
-            const T sg = one / (one + V_EXP(-a));
+            const T sg = one / (one + DBR_VEXP(-a));
             r = b * (sg * (one + a * (one - sg)));
             break;
         }

@@ -7,7 +7,6 @@
 
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,32 +27,19 @@
 #define CG_LLVM_VERSION "none"
 #endif
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static uint64_t mix(uint64_t h, uint64_t v) {
-    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    return h * 0xff51afd7ed558ccdull;
-}
-
 static uint64_t mix_str(uint64_t h, const char *s) {
-    h = mix(h, strlen(s));
-    for (; *s; s++) h = mix(h, (unsigned char)*s);
+    h = dbr_hash_mix(h, strlen(s));
+    for (; *s; s++) h = dbr_hash_mix(h, (unsigned char)*s);
     return h;
 }
 
 uint64_t dbr_cg_cpu_key(const dbr_kdesc *kd, const char *cpu, const char *features) {
     uint64_t h = mix_str(0x6462722d637075ull, "dbr-cpu"); /* "dbr-cpu" */
-    h = mix(h, dbr_kdesc_hash(kd));
+    h = dbr_hash_mix(h, dbr_kdesc_hash(kd));
     h = mix_str(h, cpu ? cpu : "");
     h = mix_str(h, features ? features : "");
     h = mix_str(h, CG_LLVM_VERSION);
-    h = mix(h, DBR_CG_CPU_FORMAT);
+    h = dbr_hash_mix(h, DBR_CG_CPU_FORMAT);
     h = mix_str(h, DBR_CG_CPU_PIPELINE);
     return h ? h : 1;
 }
@@ -80,7 +66,7 @@ void dbr_cg_reset_memory(void) {}
 
 dbr_kfn dbr_cg_cpu(const dbr_kdesc *kd, char *err, size_t errlen) {
     (void)kd;
-    errf(err, errlen, "dbr was built without LLVM: no CPU kernel compiler");
+    dbr_errf(err, errlen, "dbr was built without LLVM: no CPU kernel compiler");
     return NULL;
 }
 
@@ -220,7 +206,7 @@ static void shutdown_all(void) {
 
 static void take_error(LLVMErrorRef e, const char *what, char *err, size_t errlen) {
     char *m = LLVMGetErrorMessage(e);
-    errf(err, errlen, "%s: %s", what, m);
+    dbr_errf(err, errlen, "%s: %s", what, m);
     LLVMDisposeErrorMessage(m);
 }
 
@@ -885,7 +871,7 @@ static void build_kernel(gen *g, const char *sym) {
         if (s->kind == DBR_KD_CONST) g->uni[k] = true;
         else if (s->kind == DBR_KD_LOAD) g->uni[k] = g->sp.st[s->a][last] == 0 || g->sp.shape[last] == 1;
         else {
-            const int ar = dbr_kd_arity((dbr_op)s->op);
+            const int ar = dbr_fuse_arity((dbr_op)s->op);
             g->uni[k] = g->uni[s->a] && (ar < 2 || g->uni[s->b]) && (ar < 3 || g->uni[s->c]);
         }
     }
@@ -933,7 +919,7 @@ static int compile_object(const dbr_kdesc *kd, const char *sym, LLVMMemoryBuffer
     LLVMTargetMachineRef tm = tm_take();
     LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
     if (!tm) {
-        errf(err, errlen, "LLVM: no target machine for %s (%s)", g_triple, g_cpu);
+        dbr_errf(err, errlen, "LLVM: no target machine for %s (%s)", g_triple, g_cpu);
         goto done;
     }
     LLVMSetTarget(g.M, g_triple);
@@ -942,7 +928,7 @@ static int compile_object(const dbr_kdesc *kd, const char *sym, LLVMMemoryBuffer
     LLVMDisposeTargetData(td);
     build_kernel(&g, sym);
     if (LLVMVerifyModule(g.M, LLVMReturnStatusAction, &msg)) {
-        errf(err, errlen, "LLVM: invalid IR for %s: %s", sym, msg);
+        dbr_errf(err, errlen, "LLVM: invalid IR for %s: %s", sym, msg);
         goto done;
     }
     LLVMDisposeMessage(msg);
@@ -962,7 +948,7 @@ static int compile_object(const dbr_kdesc *kd, const char *sym, LLVMMemoryBuffer
     }
     dump_ir(g.M, sym);
     if (LLVMTargetMachineEmitToMemoryBuffer(tm, g.M, LLVMObjectFile, &msg, obj)) {
-        errf(err, errlen, "LLVM: emitting %s: %s", sym, msg);
+        dbr_errf(err, errlen, "LLVM: emitting %s: %s", sym, msg);
         goto done;
     }
     rc = 0;
@@ -1030,12 +1016,12 @@ static dbr_kfn jit_link(const char *sym, const void *obj, size_t n, char *err, s
     if (!r) return NULL;
     LLVMOrcExecutionSessionLookup(es, LLVMOrcLookupKindStatic, &so, 1, &ls, 1, lookup_done, r);
     if (!r->done) {
-        errf(err, errlen, "LLVM: symbol lookup for %s did not complete", sym);
+        dbr_errf(err, errlen, "LLVM: symbol lookup for %s did not complete", sym);
         return NULL;
     }
     dbr_kfn fn = NULL;
     if (r->addr) memcpy(&fn, &r->addr, sizeof fn);
-    else errf(err, errlen, "LLVM: %s: %s", sym, r->msg[0] ? r->msg : "symbol not found");
+    else dbr_errf(err, errlen, "LLVM: %s: %s", sym, r->msg[0] ? r->msg : "symbol not found");
     free(r);
     return fn;
 }
@@ -1102,7 +1088,7 @@ static dbr_kfn from_disk(uint64_t key, double t0, char *err, size_t errlen) {
 
 dbr_kfn dbr_cg_cpu(const dbr_kdesc *kd, char *err, size_t errlen) {
     if (!dbr_cg_cpu_available()) {
-        errf(err, errlen, "LLVM could not set up the host target");
+        dbr_errf(err, errlen, "LLVM could not set up the host target");
         return NULL;
     }
     if (dbr_kdesc_check(kd, err, errlen) != 0) return NULL;
@@ -1124,7 +1110,7 @@ dbr_kfn dbr_cg_cpu(const dbr_kdesc *kd, char *err, size_t errlen) {
     char *blob = malloc(slen + olen);
     if (!blob) {
         LLVMDisposeMemoryBuffer(obj);
-        errf(err, errlen, "out of memory");
+        dbr_errf(err, errlen, "out of memory");
         return NULL;
     }
     memcpy(blob, sym, slen);

@@ -13,47 +13,49 @@ static dbr_fbody **bodies; /* bodies[id - 1] */
 static uint64_t *hashes;
 static int64_t n_bodies, cap_bodies;
 
-static uint64_t mix(uint64_t h, uint64_t v) {
-    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
-    return h * 0xff51afd7ed558ccdull;
+int dbr_fuse_arity(dbr_op op) {
+    switch (op) {
+    case DBR_OP_NEG: case DBR_OP_EXP: case DBR_OP_LOG: case DBR_OP_SQRT: case DBR_OP_RSQRT:
+    case DBR_OP_POW: case DBR_OP_ABS: case DBR_OP_SIGN: case DBR_OP_TANH: case DBR_OP_SIGMOID:
+    case DBR_OP_RELU: case DBR_OP_LEAKY_RELU: case DBR_OP_GELU: case DBR_OP_SILU:
+        return 1;
+    case DBR_OP_ADD: case DBR_OP_SUB: case DBR_OP_MUL: case DBR_OP_DIV: case DBR_OP_RELU_BWD:
+    case DBR_OP_LEAKY_RELU_BWD: case DBR_OP_GELU_BWD: case DBR_OP_SILU_BWD:
+        return 2;
+    case DBR_OP_WHERE: return 3;
+    default: return 0;
+    }
 }
 
 static uint64_t mix_t(uint64_t h, const dbr_tinfo *t) {
-    h = mix(h, (uint64_t)t->dtype);
-    h = mix(h, (uint64_t)t->ndim);
-    for (int d = 0; d < t->ndim; d++) h = mix(h, (uint64_t)t->shape[d]);
+    h = dbr_hash_mix(h, (uint64_t)t->dtype);
+    h = dbr_hash_mix(h, (uint64_t)t->ndim);
+    for (int d = 0; d < t->ndim; d++) h = dbr_hash_mix(h, (uint64_t)t->shape[d]);
     return h;
 }
 
 uint64_t dbr_fbody_hash(const dbr_fbody *b) {
     uint64_t h = 0x6662726f6479ull;
-    h = mix(h, (uint64_t)b->n_in);
+    h = dbr_hash_mix(h, (uint64_t)b->n_in);
     for (int i = 0; i < b->n_in; i++) h = mix_t(h, &b->in[i]);
-    h = mix(h, (uint64_t)b->n_ins);
+    h = dbr_hash_mix(h, (uint64_t)b->n_ins);
     for (int k = 0; k < b->n_ins; k++) {
         const dbr_fins *s = &b->ins[k];
         uint64_t p;
         memcpy(&p, &s->p, sizeof p);
-        h = mix(h, (uint64_t)s->kind);
-        h = mix(h, (uint64_t)s->op);
-        h = mix(h, (uint64_t)(uint32_t)s->a);
-        h = mix(h, (uint64_t)(uint32_t)s->b);
-        h = mix(h, (uint64_t)(uint32_t)s->c);
-        h = mix(h, p);
+        h = dbr_hash_mix(h, (uint64_t)s->kind);
+        h = dbr_hash_mix(h, (uint64_t)s->op);
+        h = dbr_hash_mix(h, (uint64_t)(uint32_t)s->a);
+        h = dbr_hash_mix(h, (uint64_t)(uint32_t)s->b);
+        h = dbr_hash_mix(h, (uint64_t)(uint32_t)s->c);
+        h = dbr_hash_mix(h, p);
     }
     h = mix_t(h, &b->space);
-    h = mix(h, (uint64_t)b->red);
-    h = mix(h, b->red ? b->red_axes : 0);
-    h = mix(h, (uint64_t)(b->red ? b->keepdims : 0));
+    h = dbr_hash_mix(h, (uint64_t)b->red);
+    h = dbr_hash_mix(h, b->red ? b->red_axes : 0);
+    h = dbr_hash_mix(h, (uint64_t)(b->red ? b->keepdims : 0));
     h = mix_t(h, &b->out);
     return h ? h : 1;
-}
-
-static bool same_t(const dbr_tinfo *a, const dbr_tinfo *b) {
-    if (a->dtype != b->dtype || a->ndim != b->ndim) return false;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d]) return false;
-    return true;
 }
 
 static bool same_str(const char *a, const char *b) {
@@ -63,10 +65,10 @@ static bool same_str(const char *a, const char *b) {
 static bool same_body(const dbr_fbody *a, const dbr_fbody *b) {
     if (a->n_in != b->n_in || a->n_ins != b->n_ins || a->red != b->red ||
         a->red_axes != b->red_axes || a->keepdims != b->keepdims || a->n_src != b->n_src ||
-        a->n_ops != b->n_ops || !same_t(&a->space, &b->space) || !same_t(&a->out, &b->out))
+        a->n_ops != b->n_ops || !dbr_tinfo_same(&a->space, &b->space) || !dbr_tinfo_same(&a->out, &b->out))
         return false;
     for (int i = 0; i < a->n_in; i++)
-        if (!same_t(&a->in[i], &b->in[i])) return false;
+        if (!dbr_tinfo_same(&a->in[i], &b->in[i])) return false;
     for (int k = 0; k < a->n_ins; k++) {
         const dbr_fins *x = &a->ins[k], *y = &b->ins[k];
         if (x->kind != y->kind || x->op != y->op || x->a != y->a || x->b != y->b ||

@@ -46,6 +46,13 @@ typedef struct dbr_fbody {
     char name[64];                     /* "f_add_gelu_64x3072" */
 } dbr_fbody;
 
+/* The element-wise ops a body (and so a generated kernel) may hold, by
+ * operand count: 1 (NEG EXP LOG SQRT RSQRT POW ABS SIGN TANH SIGMOID RELU
+ * LEAKY_RELU GELU SILU), 2 (ADD SUB MUL DIV and RELU_BWD LEAKY_RELU_BWD
+ * GELU_BWD SILU_BWD, each (x or y, gy)) or 3 (WHERE); 0 for any other op. */
+int dbr_fuse_arity(dbr_op op);
+static inline bool dbr_fuse_op_ok(dbr_op op) { return dbr_fuse_arity(op) > 0; }
+
 /* Interns a copy of b (name filled in if empty); returns its id (>= 1), or
  * -1 when out of memory. Equal bodies (sources included) share an id. */
 int64_t dbr_fbody_intern(const dbr_fbody *b);

@@ -71,6 +71,15 @@ typedef struct dbr_node {
 } dbr_node;
 
 int64_t dbr_tinfo_numel(const dbr_tinfo *t);
+/* Same dtype and shape. */
+bool dbr_tinfo_same(const dbr_tinfo *a, const dbr_tinfo *b);
+
+/* One step of the structural hashes outside the graph's (fused bodies,
+ * kernel descriptions, kernel cache keys): folds v into h. */
+static inline uint64_t dbr_hash_mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+    return h * 0xff51afd7ed558ccdull;
+}
 size_t dbr_dt_size(int32_t dtype);
 const char *dbr_dt_name(int32_t dtype);
 bool dbr_dt_is_float(int32_t dtype);

@@ -20,6 +20,16 @@ int64_t dbr_tinfo_numel(const dbr_tinfo *t)
     return n;
 }
 
+bool dbr_tinfo_same(const dbr_tinfo *a, const dbr_tinfo *b)
+{
+    if (a->dtype != b->dtype || a->ndim != b->ndim)
+        return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d])
+            return false;
+    return true;
+}
+
 size_t dbr_dt_size(int32_t dtype)
 {
     switch (dtype) {

@@ -46,4 +46,9 @@ static inline float dbr_tanh_f32(float x) {
     return (float)copysign(m / (m + 2.0), xd);
 }
 
+/* exp and tanh of a float (as above) or a double (libm's), by the type of v:
+ * what kernels written once per float type call. */
+#define DBR_VEXP(v) _Generic((v), float: dbr_exp_f32, default: exp)(v)
+#define DBR_VTANH(v) _Generic((v), float: dbr_tanh_f32, default: tanh)(v)
+
 #endif

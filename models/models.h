@@ -105,6 +105,12 @@ typedef struct dbr_model_info {
 } dbr_model_info;
 /* NULL if unknown. */
 const dbr_model_info *dbr_model_find(const char *name);
+
+/* Records one training step of zoo model m (meant for meta mode): an input
+ * of the model's shape at this batch, the model, cross-entropy over its
+ * class axis and, unless forward_only, backward and the update of the
+ * model's recipe optimizer. 0, or -1 with dbr_error(ctx) set. */
+int dbr_zoo_record_step(dbr_ctx *ctx, const dbr_model_info *m, int64_t batch, bool forward_only);
 /* Comma-separated list of names, for help texts. */
 const char *dbr_model_names(void);
 

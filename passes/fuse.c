@@ -5,7 +5,6 @@
  * outside it, which is what keeps groups acyclic and work single. */
 #include "passes/fuse.h"
 
-#include "codegen/kdesc.h"
 #include "ir/fused.h"
 
 #include <stdio.h>
@@ -17,19 +16,12 @@ bool dbr_fuse_enabled_by_env(void) {
     return !e || !e[0] || strcmp(e, "0") == 0;
 }
 
-static bool same_t(const dbr_tinfo *a, const dbr_tinfo *b) {
-    if (a->dtype != b->dtype || a->ndim != b->ndim) return false;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d]) return false;
-    return true;
-}
-
 static bool float_t(const dbr_tinfo *t) { return t->dtype == DT_F32 || t->dtype == DT_F64; }
 
 /* An element-wise node a kernel can compute: its inputs are of its float
  * dtype (WHERE's mask excepted). */
 static bool ew_ok(const dbr_graph *g, const dbr_inode *n) {
-    if (!dbr_kd_op_ok(n->op) || !float_t(&g->vals[n->out].t)) return false;
+    if (!dbr_fuse_op_ok(n->op) || !float_t(&g->vals[n->out].t)) return false;
     for (int i = 0; i < n->n_in; i++) {
         const dbr_tinfo *t = &g->vals[n->in[i]].t;
         if (n->op == DBR_OP_WHERE && i == 0) {
@@ -158,12 +150,11 @@ int dbr_fuse(const dbr_graph *g, dbr_graph **out, int32_t *remap, dbr_fuse_stats
     int32_t *first = NULL, *users = NULL;
     int32_t *gid = malloc(((size_t)nn + 1) * sizeof *gid);
     int32_t *body_of = malloc(((size_t)nn + 1) * sizeof *body_of); /* root -> body id */
-    int32_t *lo_of = malloc(((size_t)nn + 1) * sizeof *lo_of);     /* root -> lowest member */
     int32_t *ext = malloc(((size_t)nn + 1) * DBR_FUSE_MAX_IN * sizeof *ext);
     bool *cand = calloc((size_t)nn + 1, sizeof *cand);
     dbr_graph *o = dbr_graph_new();
     int rc = -1;
-    if (!gid || !body_of || !lo_of || !ext || !cand || !o || dbr_graph_users(g, &first, &users)) {
+    if (!gid || !body_of || !ext || !cand || !o || dbr_graph_users(g, &first, &users)) {
         dbr_errf(err, errlen, "out of memory");
         goto done;
     }
@@ -197,7 +188,7 @@ int dbr_fuse(const dbr_graph *g, dbr_graph **out, int32_t *remap, dbr_fuse_stats
             const dbr_inode *n = &g->nodes[k];
             const dbr_value *y = &g->vals[n->out];
             if (gid[k] >= 0 || !ew_ok(g, n) || n->phase != rn->phase || y->is_output ||
-                !same_t(&y->t, &gr.space))
+                !dbr_tinfo_same(&y->t, &gr.space))
                 continue;
             bool inside = first[n->out + 1] > first[n->out];
             for (int32_t u = first[n->out]; inside && u < first[n->out + 1]; u++)
@@ -231,7 +222,6 @@ int dbr_fuse(const dbr_graph *g, dbr_graph **out, int32_t *remap, dbr_fuse_stats
             goto done;
         }
         body_of[r] = (int32_t)id;
-        lo_of[r] = lo;
         s.groups++;
         s.fused += members;
     }
@@ -284,7 +274,6 @@ done:
     free(users);
     free(gid);
     free(body_of);
-    free(lo_of);
     free(ext);
     free(cand);
     dbr_graph_free(o);

@@ -66,15 +66,6 @@ int dbr_liveness_build(const dbr_graph *g, const int32_t *order, dbr_liveness *l
 
 /* ---- the in-place rule ----------------------------------------------------------- */
 
-static bool same_type(const dbr_tinfo *a, const dbr_tinfo *b) {
-    if (a->dtype != b->dtype || a->ndim != b->ndim)
-        return false;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d])
-            return false;
-    return true;
-}
-
 bool dbr_op_inplace_ok(const dbr_graph *g, const dbr_inode *n, int i) {
     if (i < 0 || i >= n->n_in || n->op >= DBR_OP_COUNT)
         return false;
@@ -107,7 +98,7 @@ bool dbr_op_inplace_ok(const dbr_graph *g, const dbr_inode *n, int i) {
         if (dbr_ops[n->op].cat != DBR_CAT_EW)
             return false;
     }
-    return same_type(&in->t, &g->vals[n->out].t);
+    return dbr_tinfo_same(&in->t, &g->vals[n->out].t);
 }
 
 /* ---- the arena ------------------------------------------------------------------- */

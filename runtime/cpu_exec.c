@@ -254,8 +254,8 @@ static int exec_fused(const dbr_node *n, const void *const in[], void *out) {
     if (dbr_cg_fused_cpu(n->a.i[0], &kd, &j.fn, err, sizeof err)) return -1;
     for (int i = 0; i < kd->n_in; i++) j.args[i] = (void *)in[i];
     j.args[kd->n_in] = out;
-    const int64_t r = dbr_kdesc_red_numel(kd), grain = r >= 32768 ? 1 : 32768 / r;
-    dbr_parallel_range(dbr_kdesc_out_numel(kd), grain, fused_slice, &j);
+    dbr_parallel_range(dbr_kdesc_out_numel(kd), grain_for(dbr_kdesc_red_numel(kd)), fused_slice,
+                       &j);
     return 0;
 }
 

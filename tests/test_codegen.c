@@ -204,7 +204,7 @@ static void rk_make(rk *r, uint64_t seed, int kernel_no) {
             a = nmask ? masks[--nmask] : a;
             b = pick(&s, kd, pos, isint, false);
             c = pick(&s, kd, pos, isint, false);
-        } else if (dbr_kd_arity((dbr_op)op) == 2) {
+        } else if (dbr_fuse_arity((dbr_op)op) == 2) {
             b = pick(&s, kd, pos, isint, op == DBR_OP_DIV);
             if (b < 0) b = a;
         }
@@ -659,7 +659,7 @@ static double ulps_f32(float a, float b) {
 
 static void sweep_kd(dbr_kdesc *kd, int64_t n, int op) {
     one_kd(kd, n, op);
-    if (dbr_kd_arity((dbr_op)op) == 2) {
+    if (dbr_fuse_arity((dbr_op)op) == 2) {
         kd->n_in = 2;
         kd->in[1] = kd->in[0];
         kd->n_ins = 0;

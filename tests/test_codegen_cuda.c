@@ -130,7 +130,7 @@ static void random_kdesc(dbr_kdesc *kd, int id, bool huge) {
         }
         const dbr_op op = k_ops[rnd() % N_OPS];
         *x = (dbr_kd_ins){DBR_KD_OP, op, pick_value(kd, k), -1, -1, 0};
-        const int ar = dbr_kd_arity(op);
+        const int ar = dbr_fuse_arity(op);
         if (ar >= 2) x->b = pick_value(kd, k);
         if (ar == 3) x->c = pick_value(kd, k);
         if (op == DBR_OP_POW) {

@@ -22,8 +22,7 @@
 #include "ir/fused.h"
 #include "ir/graph.h"
 #include "models.h"
-#include "passes/fuse.h"
-#include "passes/simplify.h"
+#include "tools/dot.h"
 
 #define ARCH 90
 
@@ -50,67 +49,14 @@ static uint64_t fnv1a(const char *s) {
     return h;
 }
 
-/* The class loss of the zoo's recipe (as `dbr train` and `dbr plan`):
- * logits [N, C], or per position/pixel flattened to rows first. */
-static dbr_tensor *class_loss(dbr_ctx *ctx, dbr_tensor *z) {
-    if (!z) return NULL;
-    if (z->ndim == 4) z = dbr_permute(ctx, z, DBR_AXES(0, 2, 3, 1));
-    if (z && z->ndim > 2) z = dbr_reshape(ctx, z, DBR_SHAPE(-1, z->shape[z->ndim - 1]));
-    if (!z) return NULL;
-    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(z->shape[0]), NULL, false);
-    return dbr_cross_entropy(ctx, z, y);
-}
-
-/* One training step of m recorded in ctx (meta mode): 0 or -1. */
-static int record_step(dbr_ctx *ctx, const dbr_model_info *m, int64_t batch) {
-    int64_t shape[4] = {batch, 784};
-    int rank = m->input_rank ? m->input_rank + 1 : 2;
-    for (int i = 0; i < m->input_rank; i++) shape[1 + i] = m->input_dims[i];
-    dbr_tensor *x = dbr_input(ctx, m->input_dtype, rank, shape, NULL, false);
-    dbr_tensor *loss = class_loss(ctx, m->fn(ctx, x));
-    if (!loss) return -1;
-    dbr_optim opt = {.lr = m->lr, .momentum = 0.9};
-    opt.kind = !strcmp(m->optimizer, "sgd")        ? DBR_SGD
-               : !strcmp(m->optimizer, "momentum") ? DBR_MOMENTUM
-               : !strcmp(m->optimizer, "adamw")    ? DBR_ADAMW
-                                                   : DBR_ADAM;
-    return dbr_backward(ctx, loss) || dbr_optim_set(ctx, &opt) || dbr_optim_step(ctx) ? -1 : 0;
-}
-
-/* The recorded step simplified and fused, with what a step hands out
- * marked as outputs first (values nothing reads: the loss, batch
- * statistics; and the optimizer's updates), so nothing live is dropped. */
+/* The recorded step simplified and fused, as `dbr dot --fused` draws it. */
 static dbr_graph *fused_step(const dbr_graph *g) {
     char err[512] = "";
-    dbr_graph *c = dbr_graph_clone(g), *s = NULL, *f = NULL;
-    assert_non_null(c);
-    bool *read = calloc((size_t)c->n_vals + 1, sizeof *read);
-    int32_t *remap = malloc(((size_t)c->n_vals + 1) * sizeof *remap);
-    assert_non_null(read);
-    assert_non_null(remap);
-    for (int32_t i = 0; i < c->n_nodes; i++)
-        for (int k = 0; k < c->nodes[i].n_in; k++) read[c->nodes[i].in[k]] = true;
-    for (int32_t v = 0; v < c->n_vals; v++) {
-        dbr_value *x = &c->vals[v];
-        if (x->kind == DBR_V_INTER &&
-            (!read[v] || (x->producer >= 0 && c->nodes[x->producer].phase == DBR_PH_OPT)))
-            x->is_output = true;
-    }
-    int rc = dbr_simplify(c, &s, remap, NULL, err, sizeof err);
-    if (rc) fprintf(stderr, "dbr_simplify: %s\n", err);
-    assert_int_equal(rc, 0);
-    free(remap);
-    remap = malloc(((size_t)s->n_vals + 1) * sizeof *remap);
-    assert_non_null(remap);
-    dbr_fuse_stats st;
-    rc = dbr_fuse(s, &f, remap, &st, err, sizeof err);
-    if (rc) fprintf(stderr, "dbr_fuse: %s\n", err);
-    assert_int_equal(rc, 0);
-    assert_true(st.groups > 0);
-    free(remap);
-    free(read);
-    dbr_graph_free(s);
-    dbr_graph_free(c);
+    dbr_graph *f = NULL;
+    int32_t kernels = 0;
+    if (dbr_dot_fuse(g, &f, &kernels, err, sizeof err)) fprintf(stderr, "%s\n", err);
+    assert_non_null(f);
+    assert_true(kernels > 0);
     return f;
 }
 
@@ -123,7 +69,7 @@ static void test_model(void **state) {
     dbr_ctx *ctx = dbr_ctx_new(&cfg);
     assert_non_null(ctx);
     dbr_step_begin(ctx);
-    int rc = record_step(ctx, m, zc->batch);
+    int rc = dbr_zoo_record_step(ctx, m, zc->batch, false);
     const dbr_graph *g = rc ? NULL : dbr_graph_of(ctx);
     if (!g) fprintf(stderr, "%s: %s\n", zc->model, dbr_error(ctx) ? dbr_error(ctx) : "no graph");
     assert_non_null(g);

@@ -104,15 +104,29 @@ static int32_t add_leaf(dag *d, rng *r, dbr_vkind kind, dbr_tinfo t, double cval
     return v;
 }
 
-static int32_t node(dag *d, dbr_op op, int n, const int32_t *in, double p) {
-    dbr_attrs a = {0};
-    a.f[0] = p;
+static int32_t node_a(dag *d, dbr_op op, int n, const int32_t *in, const dbr_attrs *a) {
     char err[256];
-    int32_t v = dbr_graph_node(d->g, op, n, in, &a, DBR_PH_FWD, "test", __FILE__, __LINE__, err,
+    int32_t v = dbr_graph_node(d->g, op, n, in, a, DBR_PH_FWD, "test", __FILE__, __LINE__, err,
                                sizeof err);
     if (v < 0) return -1;
     d->leaf = realloc(d->leaf, (size_t)d->g->n_vals * sizeof *d->leaf);
     d->leaf[v] = NULL;
+    return v;
+}
+
+static int32_t node(dag *d, dbr_op op, int n, const int32_t *in, double p) {
+    dbr_attrs a = {0};
+    a.f[0] = p;
+    return node_a(d, op, n, in, &a);
+}
+
+/* op (SUM, MEAN, MAX) of x over the axes in mask */
+static int32_t reduce(dag *d, dbr_op op, int32_t x, uint32_t mask, bool keepdims) {
+    dbr_attrs a = {0};
+    a.i[0] = mask;
+    a.i[1] = keepdims;
+    int32_t v = node_a(d, op, 1, &x, &a);
+    assert_true(v >= 0);
     return v;
 }
 
@@ -197,15 +211,9 @@ static dag random_dag(rng *r, bool *has_red) {
     if (*has_red) {
         static const dbr_op reds[] = {DBR_OP_SUM, DBR_OP_MEAN, DBR_OP_MAX};
         int k = 1 + rint_(r, nd);
-        dbr_attrs a = {0};
-        a.i[0] = (int64_t)(((1u << nd) - 1u) & ~((1u << (nd - k)) - 1u));
-        a.i[1] = rint_(r, 2);
-        char err[256];
-        last = dbr_graph_node(d.g, reds[rint_(r, 3)], 1, &last, &a, DBR_PH_FWD, "test", __FILE__,
-                              __LINE__, err, sizeof err);
-        assert_true(last >= 0);
-        d.leaf = realloc(d.leaf, (size_t)d.g->n_vals * sizeof *d.leaf);
-        d.leaf[last] = NULL;
+        uint32_t mask = ((1u << nd) - 1u) & ~((1u << (nd - k)) - 1u);
+        bool keepdims = rint_(r, 2);
+        last = reduce(&d, reds[rint_(r, 3)], last, mask, keepdims);
     }
     d.g->vals[last].is_output = true;
     for (int k = 1; k < np; k++) /* some values are also read after the step */
@@ -335,13 +343,7 @@ static void residual_and_mse_are_one_kernel_each(void **state) {
     int32_t h = node1(&d, DBR_OP_RELU, node2(&d, DBR_OP_ADD, x, s));
     d.g->vals[h].is_output = true;
     int32_t e = node(&d, DBR_OP_POW, 1, (int32_t[]){node2(&d, DBR_OP_SUB, h, t)}, 2.0);
-    dbr_attrs a = {0};
-    a.i[0] = 3;
-    char err[256];
-    int32_t l = dbr_graph_node(d.g, DBR_OP_MEAN, 1, &e, &a, DBR_PH_FWD, "test", __FILE__,
-                               __LINE__, err, sizeof err);
-    d.leaf = realloc(d.leaf, (size_t)d.g->n_vals * sizeof *d.leaf);
-    d.leaf[l] = NULL;
+    int32_t l = reduce(&d, DBR_OP_MEAN, e, 3, false);
     d.g->vals[l].is_output = true;
     dbr_fuse_stats st;
     dbr_graph *f = fuse_of(d.g, &st);
@@ -363,14 +365,9 @@ static void max_keeps_nan(void **state) {
     xd[1 * 37 + 5] = NAN;
     xd[3 * 37 + 36] = NAN;
     int32_t h = node1(&d, DBR_OP_NEG, x);
-    dbr_attrs a = {0};
-    a.i[0] = 2;
-    char err[256];
-    int32_t m = dbr_graph_node(d.g, DBR_OP_MAX, 1, &h, &a, DBR_PH_FWD, "test", __FILE__, __LINE__,
-                               err, sizeof err);
-    d.leaf = realloc(d.leaf, (size_t)d.g->n_vals * sizeof *d.leaf);
-    d.leaf[m] = NULL;
+    int32_t m = reduce(&d, DBR_OP_MAX, h, 2, false);
     d.g->vals[m].is_output = true;
+    char err[256];
     int32_t *remap = malloc((size_t)d.g->n_vals * sizeof *remap);
     dbr_graph *f = NULL;
     dbr_fuse_stats st;

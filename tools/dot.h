@@ -73,8 +73,8 @@ int dbr_dot_write(const dbr_graph *g, const dbr_dot_opts *o, const char *path, c
 /* g simplified (passes/simplify.h), then fused (passes/fuse.h) whatever
  * DBR_NO_FUSE says, into *out, with the values a step hands out marked as
  * outputs first (those no node reads, and the optimizer's updates), so
- * that dead-code elimination keeps the whole step; into *out (free with dbr_graph_free); *kernels (may be
- * NULL) gets the number of FUSED nodes. g must verify. 0, or -1 with a
+ * that dead-code elimination keeps the whole step (free *out with
+ * dbr_graph_free); *kernels (may be NULL) gets the number of FUSED nodes. g must verify. 0, or -1 with a
  * message in err and *out NULL. */
 int dbr_dot_fuse(const dbr_graph *g, dbr_graph **out, int32_t *kernels, char *err,
                  size_t errlen);

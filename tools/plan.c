@@ -73,36 +73,6 @@ int dbr_parse_budget(const char *s, int64_t *bytes, double *frac) {
     return 0;
 }
 
-/* Cross-entropy over the model's class axis: [N, C] logits, per-pixel
- * [N, C, H, W] or per-token [N, T, V] ones, against labels of the matching
- * count (meta mode: shapes only). */
-static dbr_tensor *class_loss(dbr_ctx *ctx, dbr_tensor *z) {
-    if (!z) return NULL;
-    if (z->ndim == 4) z = dbr_permute(ctx, z, DBR_AXES(0, 2, 3, 1));
-    if (z && z->ndim > 2) z = dbr_reshape(ctx, z, DBR_SHAPE(-1, z->shape[z->ndim - 1]));
-    if (!z) return NULL;
-    dbr_tensor *y = dbr_input(ctx, DBR_I32, DBR_SHAPE(z->shape[0]), NULL, false);
-    return dbr_cross_entropy(ctx, z, y);
-}
-
-int dbr_zoo_record_step(dbr_ctx *ctx, const dbr_model_info *m, int64_t batch, bool forward_only) {
-    int64_t shape[4] = {batch, 784};
-    int rank = m->input_rank ? m->input_rank + 1 : 2;
-    for (int i = 0; i < m->input_rank; i++) shape[1 + i] = m->input_dims[i];
-    dbr_tensor *x = dbr_input(ctx, m->input_dtype, rank, shape, NULL, false);
-    dbr_tensor *loss = class_loss(ctx, m->fn(ctx, x));
-    if (!loss) return -1;
-    if (forward_only) return 0;
-    /* the model's recipe optimizer, so the step holds its updates and state */
-    dbr_optim opt = {.lr = m->lr, .momentum = 0.9};
-    opt.kind = !strcmp(m->optimizer, "sgd")        ? DBR_SGD
-               : !strcmp(m->optimizer, "momentum") ? DBR_MOMENTUM
-               : !strcmp(m->optimizer, "adamw")    ? DBR_ADAMW
-                                                   : DBR_ADAM;
-    if (dbr_backward(ctx, loss) || dbr_optim_set(ctx, &opt) || dbr_optim_step(ctx)) return -1;
-    return 0;
-}
-
 /* Records one forward pass of a zoo model in meta mode. */
 static int model_graph(const char *name, int64_t batch, dbr_rgraph *rg, char *err, size_t n) {
     const dbr_model_info *m = dbr_model_find(name);

@@ -22,12 +22,4 @@ int dbr_parse_budget(const char *s, int64_t *bytes, double *frac);
  * dbr_recompute. 0, or -1 when the name is unknown. */
 int dbr_recompute_parse(const char *name, dbr_recompute *out);
 
-/* Records one training step of a zoo model (meant for meta mode): an input
- * of the model's shape at this batch, the model, cross-entropy over its
- * class axis and, unless forward_only, backward and the update of the
- * model's recipe optimizer. 0, or -1 with dbr_error(ctx) set. */
-struct dbr_model_info;
-int dbr_zoo_record_step(dbr_ctx *ctx, const struct dbr_model_info *m, int64_t batch,
-                        bool forward_only);
-
 #endif

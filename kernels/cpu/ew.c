@@ -10,10 +10,6 @@
 
 #include "kernels/vmath.h"
 
-/* f32 exp and tanh as the fused kernels compute them (vmath.h); libm's in f64 */
-#define V_EXP(v) _Generic((v), float: dbr_exp_f32, default: exp)(v)
-#define V_TANH(v) _Generic((v), float: dbr_tanh_f32, default: tanh)(v)
-
 #define T float
 #define F(name) name##_f32
 #include "ew.c"
@@ -41,7 +37,7 @@ void F(dbr_k_unary)(dbr_k_unop op, double p, int64_t n, T *y, const T *x) {
     break
     switch (op) {
     case DBR_K_NEG: UN(-v);
-    case DBR_K_EXP: UN(V_EXP(v));
+    case DBR_K_EXP: UN(DBR_VEXP(v));
     case DBR_K_LOG: UN(log(v));
     case DBR_K_SQRT: UN(sqrt(v));
     case DBR_K_RSQRT: UN(one / sqrt(v));
@@ -55,12 +51,12 @@ void F(dbr_k_unary)(dbr_k_unop op, double p, int64_t n, T *y, const T *x) {
         }
     case DBR_K_ABS: UN(fabs(v));
     case DBR_K_SIGN: UN(v > zero ? one : v < zero ? -one : v);
-    case DBR_K_TANH: UN(V_TANH(v));
-    case DBR_K_SIGMOID: UN(one / (one + V_EXP(-v)));
+    case DBR_K_TANH: UN(DBR_VTANH(v));
+    case DBR_K_SIGMOID: UN(one / (one + DBR_VEXP(-v)));
     case DBR_K_RELU: UN(v > zero ? v : zero);
     case DBR_K_LEAKY_RELU: UN(v > zero ? v : v * pv);
-    case DBR_K_GELU: UN(half * v * (one + V_TANH(c_gelu * (v + k_gelu * v * v * v))));
-    case DBR_K_SILU: UN(v / (one + V_EXP(-v)));
+    case DBR_K_GELU: UN(half * v * (one + DBR_VTANH(c_gelu * (v + k_gelu * v * v * v))));
+    case DBR_K_SILU: UN(v / (one + DBR_VEXP(-v)));
     case DBR_K_COPY:
         if (y != x) memmove(y, x, (size_t)n * sizeof(T));
         break;
@@ -72,14 +68,14 @@ void F(dbr_k_unary)(dbr_k_unop op, double p, int64_t n, T *y, const T *x) {
 /* d/dx of 0.5x(1 + tanh(c(x + k x^3))) */
 static inline T F(gelu_grad)(T x) {
     const T c = (T)0.7978845608028654, k = (T)0.044715, half = (T)0.5, one = (T)1;
-    const T t = V_TANH(c * (x + k * x * x * x));
+    const T t = DBR_VTANH(c * (x + k * x * x * x));
     return half * (one + t) + half * x * (one - t * t) * c * (one + (T)3 * k * x * x);
 }
 
 /* d/dx of x sigmoid(x) = s (1 + x (1 - s)) */
 static inline T F(silu_grad)(T x) {
     const T one = (T)1;
-    const T s = one / (one + V_EXP(-x));
+    const T s = one / (one + DBR_VEXP(-x));
     return s * (one + x * (one - s));
 }
 
