@@ -34,16 +34,6 @@ static bool type_ok(const dbr_tinfo *t)
     return true;
 }
 
-static bool same_type(const dbr_tinfo *a, const dbr_tinfo *b)
-{
-    if (a->dtype != b->dtype || a->ndim != b->ndim)
-        return false;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d])
-            return false;
-    return true;
-}
-
 /* "f32[64,784]", or something readable for a malformed type. */
 static char *type_str(const dbr_tinfo *t, char *buf, size_t n)
 {
@@ -369,7 +359,7 @@ static int verify_node(const dbr_graph *g, int32_t i, char *err, size_t errlen)
     char why[256];
     if (dbr_infer(&t, why, sizeof why))
         return dbr_errf(err, errlen, "node %d (%s): %s", (int)i, oi->name, why);
-    if (!same_type(&t.out, &out->t))
+    if (!dbr_tinfo_same(&t.out, &out->t))
         return dbr_errf(err, errlen, "node %d (%s): output %d is %s but the inputs give %s", (int)i,
                     oi->name, (int)n->out, type_str(&out->t, ts, sizeof ts),
                     type_str(&t.out, us, sizeof us));

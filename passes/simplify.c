@@ -42,15 +42,6 @@ static uint64_t str_hash(const char *s) {
     return x;
 }
 
-static bool same_type(const dbr_tinfo *a, const dbr_tinfo *b) {
-    if (a->dtype != b->dtype || a->ndim != b->ndim)
-        return false;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d])
-            return false;
-    return true;
-}
-
 static bool same_name(const char *a, const char *b) {
     return a == b || (a && b && strcmp(a, b) == 0);
 }
@@ -125,7 +116,7 @@ static int32_t const_leaf(simp *s, const dbr_value *x, bool *merged) {
     *merged = false;
     for (; s->ctab[at] >= 0; at = (at + 1) & s->cmask) {
         const dbr_value *c = &s->t->vals[s->ctab[at]];
-        if (same_type(&c->t, &x->t) && dbits(c->cval) == dbits(x->cval) &&
+        if (dbr_tinfo_same(&c->t, &x->t) && dbits(c->cval) == dbits(x->cval) &&
             same_name(c->name, x->name)) {
             *merged = true;
             return s->ctab[at];
@@ -204,7 +195,7 @@ static bool fold_value(const dbr_graph *t, dbr_op op, int n_in, const int32_t *i
 static int32_t identity_of(const dbr_graph *t, dbr_op op, int n_in, const int32_t *ins,
                            const dbr_attrs *a, const dbr_tinfo *ot) {
     const dbr_value *x0 = &t->vals[ins[0]], *x1 = n_in > 1 ? &t->vals[ins[1]] : NULL;
-    bool keep0 = same_type(&x0->t, ot), keep1 = x1 && same_type(&x1->t, ot);
+    bool keep0 = dbr_tinfo_same(&x0->t, ot), keep1 = x1 && dbr_tinfo_same(&x1->t, ot);
     switch (op) {
     case DBR_OP_MUL:
         if (keep0 && is_one(x1))
